@@ -1,0 +1,236 @@
+"""Model configurations: typed fields with transformers' names and defaults, config.json in and out.
+
+A subclass declares its fields as annotated class attributes with their defaults::
+
+    class BertConfig(PretrainedConfig):
+        model_type = "bert"
+        vocab_size: int = 30522
+
+Keyword arguments override the defaults, keys the class does not know are kept as attributes and written
+back, so a config.json written by transformers v4 or v5 round-trips unchanged.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from typing import Any, ClassVar
+
+from .hub import Source, pop_hub_options
+from .atomic import atomic_write
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+
+# Fields every config has, with transformers' PreTrainedConfig defaults. A value equal to its default here
+# (and to the subclass's default) is left out of config.json, as transformers' `to_diff_dict` does.
+BASE_DEFAULTS: dict[str, Any] = {
+    "architectures": None,
+    "output_hidden_states": False,
+    "output_attentions": False,
+    "return_dict": True,
+    "dtype": None,
+    "chunk_size_feed_forward": 0,
+    "is_encoder_decoder": False,
+    "id2label": {0: "LABEL_0", 1: "LABEL_1"},
+    "label2id": {"LABEL_0": 0, "LABEL_1": 1},
+    "problem_type": None,
+}
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+# Keys that describe where a config came from, never written to config.json.
+_NOT_SAVED = {"_name_or_path", "name_or_path", "num_labels", "_attn_implementation", "attn_implementation"}
+
+
+class ConfigError(ValueError):
+    """A config.json or a config value that cannot be used; the message names the file or key."""
+
+
+class PretrainedConfig:
+    """Base class of all configurations.
+
+    Args:
+        **kwargs: values for the declared fields (and base fields such as `num_labels`, `id2label`,
+            `problem_type`, `dtype`/`torch_dtype`); unknown keys are kept as attributes.
+    """
+
+    model_type: ClassVar[str] = ""
+    # Alternative names for fields, e.g. GPT-2's {"hidden_size": "n_embd"}.
+    attribute_map: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, **kwargs):
+        kwargs = {self.attribute_map.get(k, k): v for k, v in kwargs.items()}
+        if "torch_dtype" in kwargs:  # transformers v4 name
+            legacy = kwargs.pop("torch_dtype")
+            kwargs.setdefault("dtype", legacy)
+        kwargs.pop("model_type", None)
+        num_labels = kwargs.pop("num_labels", None)
+        self._name_or_path = kwargs.pop("_name_or_path", kwargs.pop("name_or_path", ""))
+
+        for name, default in {**BASE_DEFAULTS, **self.field_defaults()}.items():
+            value = kwargs.pop(name) if name in kwargs else copy.deepcopy(default)
+            object.__setattr__(self, name, value)
+        for name, value in kwargs.items():  # unknown keys: kept and written back
+            object.__setattr__(self, name, value)
+
+        self.dtype = _dtype_name(self.dtype)
+        if self.id2label is not None:
+            self.id2label = _int_keys(self.id2label, "id2label")
+            if "label2id" not in kwargs and self.label2id == BASE_DEFAULTS["label2id"]:
+                self.label2id = {label: i for i, label in self.id2label.items()}
+        if num_labels is not None and (self.id2label is None or len(self.id2label) != num_labels):
+            self.num_labels = num_labels
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ConfigError(f"problem_type={self.problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}")
+
+    # -- fields -----------------------------------------------------------------------------------------
+    @classmethod
+    def field_defaults(cls) -> dict[str, Any]:
+        """The declared fields of this class and its parents, with their defaults."""
+        fields: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            if not (isinstance(klass, type) and issubclass(klass, PretrainedConfig)) or klass is PretrainedConfig:
+                continue
+            for name in klass.__dict__.get("__annotations__", {}):
+                fields[name] = klass.__dict__.get(name)
+        return fields
+
+    def __getattr__(self, name):  # only called when normal lookup fails: resolve aliases
+        alias = type(self).attribute_map.get(name)
+        if alias is not None:
+            return getattr(self, alias)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, type(self).attribute_map.get(name, name), value)
+
+    @property
+    def name_or_path(self) -> str:
+        return self._name_or_path
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label) if self.id2label is not None else 0
+
+    @num_labels.setter
+    def num_labels(self, n: int) -> None:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"num_labels must be a positive integer, got {n!r}")
+        self.id2label = {i: f"LABEL_{i}" for i in range(n)}
+        self.label2id = {label: i for i, label in self.id2label.items()}
+
+    @property
+    def use_return_dict(self) -> bool:
+        return self.return_dict
+
+    # -- dict / JSON ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, with `model_type`, as plain JSON-able values."""
+        out = {k: copy.deepcopy(v) for k, v in vars(self).items() if k not in _NOT_SAVED}
+        out["model_type"] = self.model_type
+        if out.get("id2label") is not None:
+            out["id2label"] = {str(k): v for k, v in out["id2label"].items()}
+        return out
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        """What config.json holds: the fields that differ from the base defaults, plus every field of
+        the architecture itself, as transformers writes them."""
+        base_dict = {**BASE_DEFAULTS, "id2label": {str(k): v for k, v in BASE_DEFAULTS["id2label"].items()}}
+        class_dict = type(self)().to_dict()
+        out = {}
+        for key, value in self.to_dict().items():
+            if (key not in base_dict or key == "model_type" or value != base_dict[key]
+                    or (key in class_dict and value != class_dict[key])):
+                out[key] = value
+        return out
+
+    def to_json_string(self, use_diff: bool = True) -> str:
+        data = self.to_diff_dict() if use_diff else self.to_dict()
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, PretrainedConfig) and self.to_dict() == other.to_dict()
+
+    def __deepcopy__(self, memo):
+        return type(self).from_dict(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs) -> "PretrainedConfig":
+        """Build a config from a dict (as read from config.json); `kwargs` override its values."""
+        return cls(**{**config_dict, **kwargs})
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> "PretrainedConfig":
+        return cls.from_dict(read_config_dict(path))
+
+    def to_json_file(self, path: str | os.PathLike, use_diff: bool = True) -> None:
+        atomic_write(path, self.to_json_string(use_diff).encode())
+
+    def update(self, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            setattr(self, key, value)
+
+    # -- folders and Hub ids ----------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Write `config.json` into `save_directory` (created if needed), atomically."""
+        if os.path.isfile(save_directory):
+            raise NotADirectoryError(f"save_pretrained needs a folder, but '{save_directory}' is a file")
+        os.makedirs(save_directory, exist_ok=True)
+        self.to_json_file(os.path.join(save_directory, CONFIG_NAME))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike | Source, **kwargs) -> "PretrainedConfig":
+        """Read `config.json` from a folder or Hub id; keyword arguments override its values.
+
+        Download options (`revision`, `cache_dir`, `token`, `local_files_only`, `force_download`,
+        `subfolder`) are taken from `kwargs`. `return_unused_kwargs=True` returns `(config, unused)`,
+        where `unused` holds the keys that are not config fields.
+        """
+        return_unused = kwargs.pop("return_unused_kwargs", False)
+        source = name_or_path if isinstance(name_or_path, Source) else Source(name_or_path, **pop_hub_options(kwargs))
+        config_dict = read_config_dict(source.require(CONFIG_NAME))
+        file_type = config_dict.get("model_type")
+        if cls.model_type and file_type and file_type != cls.model_type:
+            logger.warning("%s has model_type '%s' but is loaded as %s (model_type '%s'); "
+                           "results may be wrong", source, file_type, cls.__name__, cls.model_type)
+        config_dict["_name_or_path"] = source.name_or_path
+        known = set(BASE_DEFAULTS) | set(cls.field_defaults()) | set(cls.attribute_map) | {"num_labels", "torch_dtype"}
+        unused = {k: v for k, v in kwargs.items() if k not in known and k not in config_dict}
+        overrides = {k: v for k, v in kwargs.items() if k not in unused}
+        config = cls.from_dict(config_dict, **overrides)
+        return (config, unused) if return_unused else config
+
+
+def read_config_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse a config.json file; a file that is not a JSON object raises ConfigError naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object, found {type(data).__name__}")
+    return data
+
+
+def _int_keys(mapping, name: str) -> dict[int, Any]:
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{name} must be a mapping of label ids to names, got {mapping!r}")
+    try:
+        return {int(k): v for k, v in mapping.items()}
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} keys must be integers, got {list(mapping)!r}") from None
+
+
+def _dtype_name(dtype) -> str | None:
+    """Normalise a dtype given as torch.dtype or string ('float16', 'torch.float16') to its name."""
+    if dtype is None or isinstance(dtype, str) and dtype == "auto":
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    if name not in ("float32", "float16", "bfloat16", "float64", "float", "half", "double"):
+        raise ConfigError(f"dtype={dtype!r} is not a floating-point dtype (float32, float16, bfloat16, float64)")
+    return {"float": "float32", "half": "float16", "double": "float64"}.get(name, name)

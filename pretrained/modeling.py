@@ -1,0 +1,343 @@
+"""PreTrainedModel: random init from a config, from_pretrained and save_pretrained.
+
+`from_pretrained` is a pipeline of named steps, each a function of its own:
+resolve the source -> read the config -> build on the meta device -> find and read the weights ->
+normalise the keys -> load them (assign, no copy) -> initialise what is missing and tie weights ->
+set the dtype -> eval mode.
+
+A model class declares its checkpoint quirks as class attributes; this one loader reads them:
+`base_model_prefix`, `_tied_weights_keys`, `_keys_to_ignore_on_load_unexpected`,
+`_keys_to_ignore_on_load_missing` and `_checkpoint_renames`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any, ClassVar, Optional
+
+import torch
+from torch import nn
+
+from .configuration import PretrainedConfig
+from .hub import Source, pop_hub_options
+from .weights import find_weights, read_weights, write_weights
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+           "float64": torch.float64}
+
+
+class ShapeMismatchError(ValueError):
+    """A checkpoint tensor whose shape differs from the model's; names the key and both shapes."""
+
+
+class PreTrainedModel(nn.Module):
+    """Base class of every model: holds `config`, knows how to initialise, load and save itself."""
+
+    config_class: ClassVar[type[PretrainedConfig]] = PretrainedConfig
+    # The attribute under which a head model keeps its base model ("bert", "transformer", "model").
+    base_model_prefix: ClassVar[str] = ""
+    main_input_name: ClassVar[str] = "input_ids"
+    # target key -> source key; the target is the same Parameter as the source when
+    # config.tie_word_embeddings is true, and is not written to the checkpoint.
+    _tied_weights_keys: ClassVar[dict[str, str]] = {}
+    # Like _tied_weights_keys, but always tied whatever the config says (e.g. BERT's decoder bias).
+    _aliased_weights_keys: ClassVar[dict[str, str]] = {}
+    # Regexes of checkpoint keys dropped without a word (old buffers) or not reported when missing.
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = []
+    _keys_to_ignore_on_load_missing: ClassVar[list[str]] = []
+    # (regex, replacement) applied to checkpoint keys before loading (legacy names such as LayerNorm.gamma).
+    _checkpoint_renames: ClassVar[list[tuple[str, str]]] = []
+
+    def __init__(self, config: PretrainedConfig):
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, "
+                            f"got {type(config).__name__}")
+        self.config = config
+
+    def post_init(self) -> None:
+        """Called at the end of every model's __init__: random init (free on the meta device), then ties."""
+        self.init_weights()
+        self.tie_weights()
+
+    # -- properties ---------------------------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def base_model(self) -> nn.Module:
+        return getattr(self, self.base_model_prefix, self)
+
+    def num_parameters(self, only_trainable: bool = False) -> int:
+        """Number of distinct parameters (tied weights counted once)."""
+        params = {id(p): p for p in self.parameters() if p.requires_grad or not only_trainable}
+        return sum(p.numel() for p in params.values())
+
+    # -- initialisation -----------------------------------------------------------------------------------
+    def _init_std(self) -> float:
+        for name in ("initializer_range", "init_std", "initializer_factor"):
+            value = getattr(self.config, name, None)
+            if value is not None:
+                return float(value)
+        return 0.02
+
+    @torch.no_grad()
+    def _init_tensor(self, module: nn.Module, name: str, qualified_name: str, tensor: torch.Tensor) -> None:
+        """Initialise one parameter as transformers does: normal(0, std) weights, zero biases, LayerNorm 1/0,
+        the padding row of an embedding 0. Architectures override this for their own special cases."""
+        if isinstance(module, nn.LayerNorm):
+            tensor.fill_(1.0 if name == "weight" else 0.0)
+        elif name.endswith("bias"):
+            tensor.zero_()
+        else:
+            tensor.normal_(0.0, self._init_std())
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                tensor[module.padding_idx].zero_()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Random init of every parameter and persistent buffer, reproducible under torch.manual_seed."""
+        for prefix, module in self.named_modules():
+            for name, tensor in _own_tensors(module):
+                self._init_tensor(module, name, f"{prefix}.{name}" if prefix else name, tensor)
+
+    def _tie_pairs(self) -> dict[str, str]:
+        pairs = dict(self._aliased_weights_keys)
+        if getattr(self.config, "tie_word_embeddings", True):
+            pairs.update(self._tied_weights_keys)
+        return pairs
+
+    def tie_weights(self) -> None:
+        """Make every tied target the very same Parameter as its source."""
+        for target, source in self._tie_pairs().items():
+            _set_tensor(self, target, _get_tensor(self, source))
+
+    def get_input_embeddings(self) -> nn.Module:
+        raise NotImplementedError(f"{type(self).__name__} does not define get_input_embeddings")
+
+    # -- loading ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: PretrainedConfig) -> "PreTrainedModel":
+        """A model with random weights, built from `config`."""
+        return cls(config)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *,
+                        config: Optional[PretrainedConfig] = None, dtype: Any = None, torch_dtype: Any = None,
+                        ignore_mismatched_sizes: bool = False, **kwargs) -> "PreTrainedModel":
+        """Load a model from a folder or Hub id.
+
+        Args:
+            pretrained_model_name_or_path: folder or Hub id.
+            config: a config to use instead of the checkpoint's config.json.
+            dtype / torch_dtype: torch dtype or its name; "auto" (the default) keeps the checkpoint's.
+            ignore_mismatched_sizes: re-initialise weights whose shape differs instead of raising.
+            **kwargs: download options (revision, cache_dir, token, local_files_only, force_download,
+                subfolder) and config overrides such as num_labels=3.
+
+        Raises:
+            FileNotFoundError, CheckpointError, ConfigError, ShapeMismatchError: naming the file or key.
+        """
+        source = Source(pretrained_model_name_or_path, **pop_hub_options(kwargs))
+        config = load_config(cls, source, config, kwargs)
+        model = build_on_meta(cls, config)
+        paths = find_weights(source)
+        state, origin = read_weights(paths)
+        state = normalise_keys(model, state, origin)
+        target = resolve_dtype(dtype if dtype is not None else torch_dtype, config, state)
+        state = cast_floating(state, target)
+        mismatched = check_shapes(model, state, origin, ignore_mismatched_sizes)
+        missing, unexpected = load_assigned(model, state)
+        finalise(model, missing, target)
+        report(model, source, config, missing, unexpected, mismatched)
+        model.config.dtype = _dtype_name(target)
+        model.config._name_or_path = source.name_or_path
+        return model.eval()
+
+    # -- saving -------------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike, *, safe_serialization: bool = True,
+                        max_shard_size: int | str = "5GB", state_dict: Optional[dict] = None) -> None:
+        """Write config.json and the weights (tied weights once) into `save_directory`, atomically per file;
+        transformers loads the result."""
+        save_directory = os.fspath(save_directory)
+        if os.path.isfile(save_directory):
+            raise NotADirectoryError(f"save_pretrained needs a folder, but '{save_directory}' is a file")
+        os.makedirs(save_directory, exist_ok=True)
+        state = self.state_dict() if state_dict is None else dict(state_dict)
+        for target in self._tie_pairs():
+            state.pop(target, None)
+        self.config.architectures = [type(self).__name__]
+        self.config.dtype = _dtype_name(self.dtype)
+        write_weights(state, save_directory, safe_serialization=safe_serialization, max_shard_size=max_shard_size)
+        self.config.save_pretrained(save_directory)
+        self._save_extra(save_directory)
+
+    def _save_extra(self, save_directory: str) -> None:
+        """Hook for files beside the weights (e.g. generation_config.json)."""
+
+
+# -- the steps of from_pretrained ------------------------------------------------------------------------------
+def load_config(cls: type[PreTrainedModel], source: Source, config: Optional[PretrainedConfig],
+                overrides: dict) -> PretrainedConfig:
+    """The config to build: the one given, or the checkpoint's config.json, with keyword overrides applied."""
+    if config is None:
+        config, unused = cls.config_class.from_pretrained(source, return_unused_kwargs=True, **overrides)
+    else:
+        if not isinstance(config, cls.config_class):
+            raise TypeError(f"{cls.__name__} needs a {cls.config_class.__name__}, got {type(config).__name__}")
+        config = type(config).from_dict(config.to_dict(), **overrides)
+        unused = {}
+    if unused:
+        raise TypeError(f"{cls.__name__}.from_pretrained got unexpected keyword arguments {sorted(unused)}: "
+                        f"they are neither download options nor fields of {cls.config_class.__name__}")
+    return config
+
+
+def build_on_meta(cls: type[PreTrainedModel], config: PretrainedConfig) -> PreTrainedModel:
+    """The model's structure with no storage behind it: nothing is initialised only to be overwritten."""
+    with torch.device("meta"):
+        return cls(config)
+
+
+def normalise_keys(model: PreTrainedModel, state: dict[str, torch.Tensor],
+                   origin: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Map checkpoint keys onto the model's: legacy renames, the base-model prefix added or stripped, ignored
+    keys dropped, a tied target loaded into its source when only the target was saved."""
+    expected = set(model.state_dict().keys())
+    prefix = model.base_model_prefix
+    ignore = re.compile("|".join(model._keys_to_ignore_on_load_unexpected)) \
+        if model._keys_to_ignore_on_load_unexpected else None
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        new = key
+        for pattern, replacement in model._checkpoint_renames:
+            new = re.sub(pattern, replacement, new)
+        if new not in expected and prefix:
+            if f"{prefix}.{new}" in expected:
+                new = f"{prefix}.{new}"
+            elif new.startswith(prefix + ".") and new[len(prefix) + 1:] in expected:
+                new = new[len(prefix) + 1:]
+        if new not in expected and ignore is not None and ignore.search(new):
+            continue
+        if new in out:
+            raise ValueError(f"checkpoint keys '{key}' and another both map to '{new}' ({origin.get(key)})")
+        out[new] = tensor
+        origin[new] = origin.get(key, "")
+    for target, source_key in model._tie_pairs().items():
+        if target in out and source_key not in out:
+            out[source_key] = out.pop(target)
+        else:
+            out.pop(target, None)
+    return out
+
+
+def resolve_dtype(dtype: Any, config: PretrainedConfig, state: dict[str, torch.Tensor]) -> torch.dtype:
+    """The dtype to load in: the one asked for, or with "auto"/None the checkpoint's own."""
+    if dtype is None or dtype == "auto":
+        floats = [t.dtype for t in state.values() if t.dtype.is_floating_point]
+        if floats:
+            return max(set(floats), key=floats.count)
+        return _DTYPES.get(config.dtype or "float32", torch.float32)
+    if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype={dtype} is not a floating-point dtype")
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    if name not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported; use one of {', '.join(_DTYPES)} or 'auto'")
+    return _DTYPES[name]
+
+
+def cast_floating(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    return {k: v.to(dtype) if v.dtype.is_floating_point and v.dtype != dtype else v for k, v in state.items()}
+
+
+def check_shapes(model: PreTrainedModel, state: dict[str, torch.Tensor], origin: dict[str, str],
+                 ignore_mismatched_sizes: bool) -> list[tuple[str, tuple, tuple]]:
+    """Raise ShapeMismatchError for a tensor whose shape differs from the model's, or with
+    `ignore_mismatched_sizes` drop it (it is then initialised afresh) and return it in the list."""
+    expected = model.state_dict()
+    mismatched = []
+    for key in list(state):
+        if key in expected and state[key].shape != expected[key].shape:
+            got, want = tuple(state[key].shape), tuple(expected[key].shape)
+            if not ignore_mismatched_sizes:
+                raise ShapeMismatchError(
+                    f"weight '{key}' in {origin.get(key, 'the checkpoint')} has shape {got}, but "
+                    f"{type(model).__name__} built from its config expects {want}. Check the config, or pass "
+                    f"ignore_mismatched_sizes=True to initialise it afresh.")
+            mismatched.append((key, got, want))
+            del state[key]
+    return mismatched
+
+
+def load_assigned(model: PreTrainedModel, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Load by assignment: the model's parameters become the checkpoint's tensors (memory-mapped, no copy)."""
+    result = model.load_state_dict(state, strict=False, assign=True)
+    tied = set(model._tie_pairs())
+    return [k for k in result.missing_keys if k not in tied], list(result.unexpected_keys)
+
+
+def finalise(model: PreTrainedModel, missing: list[str], dtype: torch.dtype) -> None:
+    """Give storage and a random init to what the checkpoint lacked, then tie weights."""
+    model.tie_weights()
+    for prefix, module in model.named_modules():
+        for name, tensor in _own_tensors(module):
+            if tensor.is_meta:
+                real = torch.empty(tensor.shape, dtype=dtype if tensor.dtype.is_floating_point else tensor.dtype)
+                model._init_tensor(module, name, f"{prefix}.{name}" if prefix else name, real)
+                _set_tensor(module, name, real)
+    model.tie_weights()
+
+
+def report(model: PreTrainedModel, source: Source, config: PretrainedConfig, missing: list[str],
+           unexpected: list[str], mismatched: list[tuple[str, tuple, tuple]]) -> None:
+    """Log what was not loaded, as transformers does."""
+    name = type(model).__name__
+    quiet = re.compile("|".join(model._keys_to_ignore_on_load_missing)) if model._keys_to_ignore_on_load_missing else None
+    missing = [k for k in missing if quiet is None or not quiet.search(k)]
+    if unexpected:
+        # Expected when a base model is loaded from a checkpoint with a head: info, not a warning.
+        log = logger.warning if name in (config.architectures or []) else logger.info
+        log("Some weights of the checkpoint at %s were not used when initialising %s: %s", source, name, unexpected)
+    if missing:
+        logger.warning("Some weights of %s were not in the checkpoint at %s and are newly initialised: %s. "
+                       "Train the model before using it for predictions.", name, source, missing)
+    for key, got, want in mismatched:
+        logger.warning("Weight '%s' of the checkpoint at %s has shape %s, %s expects %s: newly initialised.",
+                       key, source, got, name, want)
+
+
+# -- small helpers on parameter paths --------------------------------------------------------------------------
+def _own_tensors(module: nn.Module):
+    yield from module.named_parameters(recurse=False)
+    for name, buf in module.named_buffers(recurse=False):
+        if name not in module._non_persistent_buffers_set:
+            yield name, buf
+
+
+def _get_tensor(root: nn.Module, path: str) -> torch.Tensor:
+    module_path, _, name = path.rpartition(".")
+    return getattr(root.get_submodule(module_path), name)
+
+
+def _set_tensor(root: nn.Module, path: str, tensor: torch.Tensor) -> None:
+    module_path, _, name = path.rpartition(".")
+    module = root.get_submodule(module_path)
+    if name in module._parameters:
+        module._parameters[name] = tensor if isinstance(tensor, nn.Parameter) else nn.Parameter(
+            tensor, requires_grad=module._parameters[name].requires_grad if module._parameters[name] is not None else True)
+    else:
+        module._buffers[name] = tensor
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")

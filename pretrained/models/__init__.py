@@ -1,0 +1,1 @@
+"""One module per architecture, named for its `model_type`; `pretrained.auto` imports them on demand."""
