@@ -96,12 +96,13 @@ class _AutoModel:
         """Load the checkpoint with the class its config's model_type names for this task.
 
         Takes the same arguments as PreTrainedModel.from_pretrained."""
-        hub = pop_hub_options(kwargs)
+        # One Source for config and weights: a Hub id is resolved to a commit once per load.
+        source = pretrained_model_name_or_path if isinstance(pretrained_model_name_or_path, Source) \
+            else Source(pretrained_model_name_or_path, **pop_hub_options(kwargs))
         if config is None:
-            source = Source(pretrained_model_name_or_path, **hub)
             config = AutoConfig.from_pretrained(source)
         klass = model_class(cls.task, config.model_type)
-        return klass.from_pretrained(pretrained_model_name_or_path, config=config, **hub, **kwargs)
+        return klass.from_pretrained(source, config=config, **kwargs)
 
 
 def _auto(task: str, doc: str) -> type:

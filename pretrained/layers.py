@@ -170,7 +170,7 @@ def classification_loss(logits: Tensor, labels: Tensor, num_labels: int, problem
             return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
         return F.mse_loss(logits, labels.to(logits.dtype))
     if problem_type == "single_label_classification":
-        return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
+        return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1).long())  # int32 labels too
     return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
@@ -180,3 +180,134 @@ def token_loss(logits: Tensor, labels: Tensor, shift: bool = False) -> Tensor:
         logits, labels = logits[..., :-1, :], labels[..., 1:]
     labels = labels.to(logits.device)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100)
+
+
+# == decoders: causal masks over a cache, position checks, the KV cache (GPT-2, BART) ====================
+def causal_attention_mask(attention_mask: Optional[Tensor], T: int, S: int, dtype: torch.dtype,
+                          device: torch.device) -> tuple[Optional[Tensor], bool]:
+    """Self-attention mask of a decoder whose T new queries follow S - T cached keys.
+
+    Args:
+        attention_mask: (B, S) of 1 (attend) / 0 (padding) over cached and new tokens, or None.
+
+    Returns:
+        (mask, is_causal) for `attend`. Without padding: (None, True) when T == S, so that SDPA takes its
+        causal kernel; (None, False) for a single new token, which sees every key; else the (1, 1, T, S)
+        causal mask. With padding: causal and padding masks combined into (B, 1, T, S).
+    """
+    pad = padding_mask(attention_mask, dtype)  # (B, 1, 1, S) or None
+    if pad is None:
+        if T == S:
+            return None, True
+        return (None if T == 1 else causal_mask(T, S, dtype, device)), False
+    return combine_masks(causal_mask(T, S, dtype, device) if T > 1 else None, pad), False
+
+
+def check_attention_mask(attention_mask: Optional[Tensor], batch: int, length: int,
+                         what: str = "the input") -> Optional[Tensor]:
+    """Accept a (T,) mask as a batch of one; a shape other than (batch, length) raises ValueError."""
+    if attention_mask is None:
+        return None
+    attention_mask = as_batch(attention_mask, "attention_mask")
+    if tuple(attention_mask.shape) != (batch, length):
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, but {what} needs "
+                         f"({batch}, {length})")
+    return attention_mask
+
+
+def check_position_ids(position_ids: Tensor, max_positions: int) -> None:
+    """Raise ValueError for a position outside the model's position table [0, max_positions)."""
+    lo, hi = int(position_ids.min()), int(position_ids.max())
+    if lo < 0 or hi >= max_positions:
+        raise ValueError(f"position_ids contain position {lo if lo < 0 else hi}, outside the model's "
+                         f"max_position_embeddings [0, {max_positions}); truncate the input")
+
+
+class KVCache:
+    """Keys and values of past tokens, per layer, so that decoding one token costs one token of compute.
+
+    Contract with the models and with `generation.py`:
+
+    * `model(input_ids, attention_mask=..., position_ids=..., past_key_values=cache, use_cache=True)` returns
+      `.logits` (B, T, V) and `.past_key_values`, this object. `past_key_values=None, use_cache=True` creates a
+      new cache; later calls pass the returned one and only the new tokens, with an attention_mask over the
+      past and new tokens, (B, past + T).
+    * BART: `model.get_encoder()(input_ids, attention_mask)` once, then `model(encoder_outputs=...,
+      attention_mask=..., decoder_input_ids=..., past_key_values=cache, use_cache=True)` per step. The
+      cross-attention keys/values are computed from the encoder output on the first call and reused.
+    * `get_seq_length()` is the number of cached tokens; `reorder(index)` keeps batch rows `index` (beam
+      search reordering, selecting rows, or repeating them); `repeat_interleave(n)` makes n copies of each row.
+
+    Self-attention keys/values live in per-layer buffers (B, nh, capacity, hs) that grow by doubling, so a
+    decoding step writes into place and returns a view: no reallocation per step, O(1) amortised. The
+    in-place writes make a cache unfit for backpropagating through several steps; training uses one pass.
+    """
+
+    _ROUND = 64  # capacities are multiples of this, so short generations never reallocate
+
+    def __init__(self, capacity: int = 0):
+        """`capacity`: the total length expected (prompt + new tokens), allocated at once when known."""
+        self.capacity = capacity
+        self._keys: list[Optional[Tensor]] = []
+        self._values: list[Optional[Tensor]] = []
+        self._lengths: list[int] = []
+        self._cross: list[Optional[tuple[Tensor, Tensor]]] = []
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self._lengths[layer_idx] if layer_idx < len(self._lengths) else 0
+
+    def update(self, layer_idx: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append the new (B, nh, T, hs) keys and values of layer `layer_idx`; return all of them (B, nh, S, hs)."""
+        while len(self._keys) <= layer_idx:
+            self._keys.append(None)
+            self._values.append(None)
+            self._lengths.append(0)
+        n, T = self._lengths[layer_idx], k.size(2)
+        buf_k, buf_v = self._keys[layer_idx], self._values[layer_idx]
+        if buf_k is not None and (buf_k.shape[:2] != k.shape[:2] or buf_k.size(3) != k.size(3)):
+            raise ValueError(f"the cache of layer {layer_idx} holds (batch, heads, ·, head size) = "
+                             f"{tuple(buf_k.shape[:2]) + (buf_k.size(3),)}, the new keys have "
+                             f"{tuple(k.shape[:2]) + (k.size(3),)}; use reorder() to change the batch")
+        if buf_k is None or n + T > buf_k.size(2):
+            old = 0 if buf_k is None else buf_k.size(2)
+            capacity = max(self.capacity, n + T, 2 * old)
+            capacity = -(-capacity // self._ROUND) * self._ROUND
+            B, nh, _, hs = k.shape
+            new_k, new_v = k.new_empty(B, nh, capacity, hs), v.new_empty(B, nh, capacity, v.size(3))
+            if n:
+                new_k[:, :, :n] = buf_k[:, :, :n]
+                new_v[:, :, :n] = buf_v[:, :, :n]
+            self._keys[layer_idx], self._values[layer_idx] = buf_k, buf_v = new_k, new_v
+        buf_k[:, :, n:n + T] = k
+        buf_v[:, :, n:n + T] = v
+        self._lengths[layer_idx] = n + T
+        return buf_k[:, :, :n + T], buf_v[:, :, :n + T]
+
+    def get_cross(self, layer_idx: int) -> Optional[tuple[Tensor, Tensor]]:
+        """The cross-attention (keys, values) stored for layer `layer_idx`, or None before the first step."""
+        return self._cross[layer_idx] if layer_idx < len(self._cross) else None
+
+    def set_cross(self, layer_idx: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store the cross-attention keys and values of layer `layer_idx`, computed once from the encoder output."""
+        while len(self._cross) <= layer_idx:
+            self._cross.append(None)
+        self._cross[layer_idx] = (k, v)
+        return k, v
+
+    def reorder(self, index: Tensor) -> "KVCache":
+        """Keep batch rows `index` (any length: reorder beams, drop finished rows, repeat rows), in place."""
+        for store in (self._keys, self._values):
+            for i, t in enumerate(store):
+                if t is not None:
+                    store[i] = t.index_select(0, index.to(t.device))
+        self._cross = [None if kv is None else tuple(t.index_select(0, index.to(t.device)) for t in kv)
+                       for kv in self._cross]
+        return self
+
+    def repeat_interleave(self, repeats: int) -> "KVCache":
+        """Each batch row `repeats` times in a row (B -> B * repeats), as beam search expands a prompt."""
+        tensors = [t for t in self._keys if t is not None] + [kv[0] for kv in self._cross if kv is not None]
+        if not tensors:
+            return self
+        B = tensors[0].size(0)
+        return self.reorder(torch.arange(B, device=tensors[0].device).repeat_interleave(repeats))

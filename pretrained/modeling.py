@@ -146,7 +146,8 @@ class PreTrainedModel(nn.Module):
         Raises:
             FileNotFoundError, CheckpointError, ConfigError, ShapeMismatchError: naming the file or key.
         """
-        source = Source(pretrained_model_name_or_path, **pop_hub_options(kwargs))
+        source = pretrained_model_name_or_path if isinstance(pretrained_model_name_or_path, Source) \
+            else Source(pretrained_model_name_or_path, **pop_hub_options(kwargs))
         config = load_config(cls, source, config, kwargs)
         model = build_on_meta(cls, config)
         paths = find_weights(source)

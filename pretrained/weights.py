@@ -176,10 +176,12 @@ def write_weights(state: dict[str, torch.Tensor], folder: str, *, safe_serializa
         for name, group in zip(names, groups):
             tmp = temp_path_beside(os.path.join(folder, name))
             pending.append((tmp, name))
+            mode = os.stat(tmp).st_mode
             if safe_serialization:
                 save_file(_unshare(group), tmp, metadata={"format": "pt"})
             else:
                 torch.save(group, tmp)
+            os.chmod(tmp, mode)  # safetensors replaces the file with a 0600 one; keep the umask's permissions
         if len(groups) > 1:
             index = {"metadata": {"total_size": sum(_nbytes(t) for t in state.values())},
                      "weight_map": {key: name for name, group in zip(names, groups) for key in group}}
@@ -201,11 +203,12 @@ def write_weights(state: dict[str, torch.Tensor], folder: str, *, safe_serializa
 
 
 def _unshare(group: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors that share memory; clone the second and later views of one storage."""
-    seen: set[tuple[int, int]] = set()
+    """safetensors refuses tensors that share memory (the same tensor twice, or overlapping views of one
+    storage); clone the second and later tensors of one storage."""
+    seen: set[int] = set()
     out = {}
     for key, t in group.items():
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset())
+        ident = t.untyped_storage().data_ptr()
         out[key] = t.clone() if ident in seen else t
         seen.add(ident)
     return out

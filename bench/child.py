@@ -1,0 +1,79 @@
+"""One fresh-process measurement, printed as a JSON line on stdout; bench/run.py starts this script.
+
+    child.py import STATEMENT          time to execute STATEMENT (e.g. "import torch")
+    child.py load LIB FOLDER           AutoModel.from_pretrained(FOLDER) wall time; torch and LIB imported first
+    child.py firstuse LIB FOLDER       import LIB + from_pretrained + one 1x8 forward: what a script waits for
+    child.py read FILE...              read the files into a preallocated buffer (from the page cache)
+    child.py torch                     RSS of a process that imported torch and nothing else
+
+Every mode reports `seconds` (except torch) and `peak_rss_mb`, the process's ru_maxrss, which includes the
+interpreter and everything imported.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def auto_model(lib: str):
+    if lib == "pretrained":
+        from pretrained import AutoModel
+    else:
+        from transformers import AutoModel
+    return AutoModel
+
+
+def main(argv: list[str]) -> dict:
+    mode, args = argv[0], argv[1:]
+    if mode == "import":
+        t0 = time.perf_counter()
+        exec(args[0], {})
+        seconds = time.perf_counter() - t0
+        return {"seconds": seconds, "torch_imported": "torch" in sys.modules, "peak_rss_mb": peak_rss_mb()}
+    if mode == "torch":
+        import torch  # noqa: F401
+        return {"peak_rss_mb": peak_rss_mb()}
+    if mode == "read":
+        sizes = [os.path.getsize(p) for p in args]
+        buffer = bytearray(max(sizes))
+        t0 = time.perf_counter()
+        for path, size in zip(args, sizes):
+            with open(path, "rb", buffering=0) as f:
+                view = memoryview(buffer)[:size]
+                while view:
+                    view = view[f.readinto(view):]
+        seconds = time.perf_counter() - t0
+        return {"seconds": seconds, "bytes": sum(sizes), "peak_rss_mb": peak_rss_mb()}
+    if mode == "load":
+        lib, folder = args
+        import torch
+        torch.set_num_threads(2)
+        AutoModel = auto_model(lib)
+        rss_before = peak_rss_mb()
+        t0 = time.perf_counter()
+        model = AutoModel.from_pretrained(folder)
+        seconds = time.perf_counter() - t0
+        return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": rss_before,
+                "class": type(model).__name__}
+    if mode == "firstuse":
+        lib, folder = args
+        t0 = time.perf_counter()
+        import torch
+        torch.set_num_threads(2)
+        model = auto_model(lib).from_pretrained(folder)
+        with torch.inference_mode():
+            model(input_ids=torch.full((1, 8), 1000), attention_mask=torch.ones(1, 8, dtype=torch.long))
+        seconds = time.perf_counter() - t0
+        return {"seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+    raise SystemExit(f"unknown mode {mode!r}; see the docstring of {__file__}")
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1:])))

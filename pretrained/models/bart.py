@@ -1,0 +1,421 @@
+"""BART (Lewis et al., 2019): a post-LayerNorm Transformer encoder-decoder with learned positions.
+
+Reads the checkpoints transformers reads: `facebook/bart-*` (fairseq conversions with `encoder.version` /
+`decoder.version` keys, and files without `final_logits_bias`) and anything `BartModel`/`Bart*` saved.
+Attribute paths are checkpoint keys: `model.encoder.layers.0.self_attn.q_proj.weight` is
+`model.model.encoder.layers[0].self_attn.q_proj.weight`. The encoder's and decoder's token embeddings are the
+very same Parameter as `shared` (and as `lm_head`), so only `model.shared.weight` is saved.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..configuration import PretrainedConfig
+from ..layers import (KVCache, activation, as_batch, attend, causal_attention_mask, check_attention_mask,
+                      check_heads, check_input_ids, check_length, classification_loss, merge_heads,
+                      padding_mask, split_heads, token_loss)
+from ..modeling import PreTrainedModel
+from ..outputs import (BaseModelOutput, BaseModelOutputWithPast, Seq2SeqLMOutput, Seq2SeqModelOutput,
+                       Seq2SeqSequenceClassifierOutput)
+
+
+class BartConfig(PretrainedConfig):
+    model_type = "bart"
+    attribute_map = {"num_attention_heads": "encoder_attention_heads", "hidden_size": "d_model",
+                     "num_hidden_layers": "encoder_layers"}
+
+    vocab_size: int = 50265
+    max_position_embeddings: int = 1024
+    encoder_layers: int = 12
+    encoder_ffn_dim: int = 4096
+    encoder_attention_heads: int = 16
+    decoder_layers: int = 12
+    decoder_ffn_dim: int = 4096
+    decoder_attention_heads: int = 16
+    encoder_layerdrop: float = 0.0
+    decoder_layerdrop: float = 0.0
+    activation_function: str = "gelu"
+    d_model: int = 1024
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    init_std: float = 0.02
+    classifier_dropout: float = 0.0
+    scale_embedding: bool = False
+    use_cache: bool = True
+    pad_token_id: Optional[int] = 1
+    bos_token_id: Optional[int] = 0
+    eos_token_id: Optional[int] = 2
+    is_encoder_decoder: bool = True
+    decoder_start_token_id: Optional[int] = 2
+    forced_eos_token_id: Optional[int] = 2
+    is_decoder: bool = False
+    tie_word_embeddings: bool = True
+
+    def __init__(self, **kwargs):
+        # BART's classification head defaults to 3 labels (MNLI), unlike the base default of 2.
+        if kwargs.get("id2label") is None and "num_labels" not in kwargs:
+            kwargs["num_labels"] = 3
+        super().__init__(**kwargs)
+
+
+def shift_tokens_right(input_ids: Tensor, pad_token_id: Optional[int], decoder_start_token_id: int) -> Tensor:
+    """Decoder inputs from targets: the start token first, every token moved one step right, -100 -> pad."""
+    if pad_token_id is None:
+        raise ValueError("config.pad_token_id must be set to shift tokens right")
+    shifted = input_ids.new_empty(input_ids.shape)
+    shifted[:, 1:] = input_ids[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill_(shifted == -100, pad_token_id)
+
+
+class BartScaledWordEmbedding(nn.Embedding):
+    """Token embedding times `embed_scale` (sqrt(d_model) when config.scale_embedding, else 1)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: Optional[int], embed_scale: float):
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx)
+        self.embed_scale = embed_scale
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        x = super().forward(input_ids)
+        return x if self.embed_scale == 1.0 else x * self.embed_scale
+
+
+class BartAttention(nn.Module):
+    """Multi-head attention over the layer's own input (self) or over the encoder output (cross)."""
+
+    def __init__(self, C: int, n_head: int, dropout: float):
+        super().__init__()
+        check_heads(C, n_head)
+        self.n_head, self.dropout = n_head, dropout
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(C, C) for _ in range(4))
+
+    def forward(self, x: Tensor, mask: Optional[Tensor], *, source: Optional[Tensor] = None, is_causal: bool = False,
+                cache: Optional[KVCache] = None, layer_idx: int = 0,
+                need_weights: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+        q = split_heads(self.q_proj(x), self.n_head)  # (B, nh, T, hs)
+        if source is None:  # self-attention: new keys are appended to the cache
+            k, v = split_heads(self.k_proj(x), self.n_head), split_heads(self.v_proj(x), self.n_head)
+            if cache is not None:
+                k, v = cache.update(layer_idx, k, v)  # (B, nh, S, hs)
+        else:  # cross-attention: keys of the encoder output, computed once per cache
+            kv = cache.get_cross(layer_idx) if cache is not None else None
+            if kv is None:
+                kv = split_heads(self.k_proj(source), self.n_head), split_heads(self.v_proj(source), self.n_head)
+                if cache is not None:
+                    cache.set_cross(layer_idx, *kv)
+            k, v = kv  # (B, nh, S_enc, hs)
+        y, weights = attend(q, k, v, mask, dropout=self.dropout if self.training else 0.0, is_causal=is_causal,
+                            need_weights=need_weights)
+        return self.out_proj(merge_heads(y)), weights  # (B, T, C)
+
+
+class BartLayer(nn.Module):
+    """Post-LN layer: self-attention, cross-attention (decoder only) and feed-forward, each followed by
+    residual + LayerNorm."""
+
+    def __init__(self, config: BartConfig, n_head: int, ffn_dim: int, cross_attention: bool):
+        super().__init__()
+        C = config.d_model
+        self.self_attn = BartAttention(C, n_head, config.attention_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(C)
+        if cross_attention:
+            self.encoder_attn = BartAttention(C, n_head, config.attention_dropout)
+            self.encoder_attn_layer_norm = nn.LayerNorm(C)
+        self.fc1 = nn.Linear(C, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, C)
+        self.final_layer_norm = nn.LayerNorm(C)
+        self.act = activation(config.activation_function)
+        self.dropout, self.activation_dropout = config.dropout, config.activation_dropout
+
+    def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool = False, source: Optional[Tensor] = None,
+                source_mask: Optional[Tensor] = None, cache: Optional[KVCache] = None, layer_idx: int = 0,
+                need_weights: bool = False) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        p = self.dropout if self.training else 0.0
+        y, weights = self.self_attn(x, mask, is_causal=is_causal, cache=cache, layer_idx=layer_idx,
+                                    need_weights=need_weights)
+        x = self.self_attn_layer_norm(x + F.dropout(y, p, self.training))  # (B, T, C)
+        cross_weights = None
+        if source is not None:
+            y, cross_weights = self.encoder_attn(x, source_mask, source=source, cache=cache, layer_idx=layer_idx,
+                                                 need_weights=need_weights)
+            x = self.encoder_attn_layer_norm(x + F.dropout(y, p, self.training))
+        h = F.dropout(self.act(self.fc1(x)), self.activation_dropout, self.training)  # (B, T, ffn)
+        x = self.final_layer_norm(x + F.dropout(self.fc2(h), p, self.training))
+        if x.dtype == torch.float16 and not torch.isfinite(x).all():  # keep fp16 activations finite
+            limit = torch.finfo(x.dtype).max - 1000
+            x = x.clamp(-limit, limit)
+        return x, weights, cross_weights
+
+
+class BartStack(nn.Module):
+    """What the encoder and decoder share: token + position embeddings, layernorm_embedding, the layers."""
+
+    def __init__(self, config: BartConfig, n_layers: int, n_head: int, ffn_dim: int, is_decoder: bool):
+        super().__init__()
+        self.config = config
+        embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.embed_tokens = BartScaledWordEmbedding(config.vocab_size, config.d_model, config.pad_token_id,
+                                                    embed_scale)
+        # fairseq reserved the first two positions, so the table has 2 more rows and positions start at 2
+        self.embed_positions = nn.Embedding(config.max_position_embeddings + 2, config.d_model)
+        self.layers = nn.ModuleList(BartLayer(config, n_head, ffn_dim, is_decoder) for _ in range(n_layers))
+        self.layernorm_embedding = nn.LayerNorm(config.d_model)
+
+    def embed(self, input_ids: Optional[Tensor], inputs_embeds: Optional[Tensor], past: int = 0) -> Tensor:
+        cfg = self.config
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if input_ids is not None:
+            input_ids = as_batch(input_ids)
+            check_input_ids(input_ids, cfg.vocab_size)
+            inputs_embeds = self.embed_tokens(input_ids)
+        T = inputs_embeds.size(1)
+        check_length(past + T, cfg.max_position_embeddings, "sequence (cached + new tokens)" if past else "sequence")
+        positions = torch.arange(past + 2, past + T + 2, device=inputs_embeds.device)  # (T,)
+        x = self.layernorm_embedding(inputs_embeds + self.embed_positions(positions))
+        return F.dropout(x, cfg.dropout, self.training)  # (B, T, C)
+
+
+class BartEncoder(BartStack):
+    """Returns BaseModelOutput(last_hidden_state (B, T, C), hidden_states, attentions)."""
+
+    def __init__(self, config: BartConfig):
+        super().__init__(config, config.encoder_layers, config.encoder_attention_heads, config.encoder_ffn_dim,
+                         is_decoder=False)
+
+    def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
+                inputs_embeds: Optional[Tensor] = None, output_attentions: Optional[bool] = None,
+                output_hidden_states: Optional[bool] = None, return_dict: Optional[bool] = None):
+        cfg = self.config
+        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = cfg.return_dict if return_dict is None else return_dict
+        x = self.embed(input_ids, inputs_embeds)  # (B, T, C)
+        attention_mask = check_attention_mask(attention_mask, x.size(0), x.size(1))
+        mask = padding_mask(attention_mask, x.dtype)  # (B, 1, 1, T) or None
+        hidden_states, attentions = [x], []
+        for layer in self.layers:
+            x, weights, _ = layer(x, mask, need_weights=output_attentions)
+            hidden_states.append(x)
+            attentions.append(weights)
+        out = BaseModelOutput(last_hidden_state=x,
+                              hidden_states=tuple(hidden_states) if output_hidden_states else None,
+                              attentions=tuple(attentions) if output_attentions else None)
+        return out if return_dict else out.to_tuple()
+
+
+class BartDecoder(BartStack):
+    """Causal self-attention over the target (cached when use_cache), cross-attention over the encoder output.
+
+    Returns BaseModelOutputWithPast(last_hidden_state, past_key_values, hidden_states, attentions,
+    cross_attentions).
+    """
+
+    def __init__(self, config: BartConfig):
+        super().__init__(config, config.decoder_layers, config.decoder_attention_heads, config.decoder_ffn_dim,
+                         is_decoder=True)
+
+    def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
+                encoder_hidden_states: Optional[Tensor] = None, encoder_attention_mask: Optional[Tensor] = None,
+                past_key_values: Optional[KVCache] = None, inputs_embeds: Optional[Tensor] = None,
+                use_cache: Optional[bool] = None, output_attentions: Optional[bool] = None,
+                output_hidden_states: Optional[bool] = None, return_dict: Optional[bool] = None):
+        cfg = self.config
+        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = cfg.return_dict if return_dict is None else return_dict
+        use_cache = cfg.use_cache if use_cache is None else use_cache
+        cache = past_key_values if past_key_values is not None else (KVCache() if use_cache else None)
+        past = cache.get_seq_length() if cache is not None else 0
+        x = self.embed(input_ids, inputs_embeds, past)  # (B, T, C)
+        B, T, _ = x.shape
+        attention_mask = check_attention_mask(attention_mask, B, past + T,
+                                              "cached + new decoder tokens" if past else "decoder_input_ids")
+        mask, is_causal = causal_attention_mask(attention_mask, T, past + T, x.dtype, x.device)
+        source_mask = None
+        if encoder_hidden_states is not None:
+            encoder_attention_mask = check_attention_mask(encoder_attention_mask, B, encoder_hidden_states.size(1),
+                                                          "the encoder output")
+            source_mask = padding_mask(encoder_attention_mask, x.dtype)  # (B, 1, 1, S_enc) or None
+        hidden_states, attentions, cross_attentions = [x], [], []
+        for i, layer in enumerate(self.layers):
+            x, weights, cross = layer(x, mask, is_causal, encoder_hidden_states, source_mask, cache, i,
+                                      output_attentions)
+            hidden_states.append(x)
+            attentions.append(weights)
+            cross_attentions.append(cross)
+        out = BaseModelOutputWithPast(
+            last_hidden_state=x, past_key_values=cache if use_cache else None,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+            cross_attentions=tuple(cross_attentions) if output_attentions and encoder_hidden_states is not None
+            else None)
+        return out if return_dict else out.to_tuple()
+
+
+_EMBED_TIES = {"encoder.embed_tokens.weight": "shared.weight", "decoder.embed_tokens.weight": "shared.weight"}
+
+
+class BartPreTrainedModel(PreTrainedModel):
+    config_class = BartConfig
+    base_model_prefix = "model"
+    _keys_to_ignore_on_load_unexpected = [r"(^|\.)encoder\.version$", r"(^|\.)decoder\.version$"]
+    _tied_weights_keys = {f"model.{k}": f"model.{v}" for k, v in _EMBED_TIES.items()}
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.shared
+
+    def get_encoder(self) -> BartEncoder:
+        return self.model.encoder
+
+    def get_decoder(self) -> BartDecoder:
+        return self.model.decoder
+
+
+class BartModel(BartPreTrainedModel):
+    """Encoder and decoder; without `decoder_input_ids` the decoder reads `input_ids` shifted right
+    (BART's denoising pre-training)."""
+
+    _tied_weights_keys = dict(_EMBED_TIES)
+
+    def __init__(self, config: BartConfig):
+        super().__init__(config)
+        embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.shared = BartScaledWordEmbedding(config.vocab_size, config.d_model, config.pad_token_id, embed_scale)
+        self.encoder = BartEncoder(config)
+        self.decoder = BartDecoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.shared
+
+    def get_encoder(self) -> BartEncoder:
+        return self.encoder
+
+    def get_decoder(self) -> BartDecoder:
+        return self.decoder
+
+    def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
+                decoder_input_ids: Optional[Tensor] = None, decoder_attention_mask: Optional[Tensor] = None,
+                encoder_outputs: Optional[Union[BaseModelOutput, tuple]] = None,
+                past_key_values: Optional[KVCache] = None, inputs_embeds: Optional[Tensor] = None,
+                decoder_inputs_embeds: Optional[Tensor] = None, use_cache: Optional[bool] = None,
+                output_attentions: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
+                return_dict: Optional[bool] = None):
+        cfg = self.config
+        return_dict = cfg.return_dict if return_dict is None else return_dict
+        if decoder_input_ids is None and decoder_inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("pass decoder_input_ids (or decoder_inputs_embeds), or input_ids to shift right")
+            decoder_input_ids = shift_tokens_right(as_batch(input_ids), cfg.pad_token_id, cfg.decoder_start_token_id)
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(input_ids, attention_mask, inputs_embeds, output_attentions,
+                                           output_hidden_states, return_dict=True)
+        elif isinstance(encoder_outputs, Tensor):
+            encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs)
+        elif not hasattr(encoder_outputs, "last_hidden_state"):  # a tuple, as return_dict=False gives
+            encoder_outputs = BaseModelOutput(*encoder_outputs)
+        dec = self.decoder(decoder_input_ids, decoder_attention_mask, encoder_outputs.last_hidden_state,
+                           attention_mask, past_key_values, decoder_inputs_embeds, use_cache, output_attentions,
+                           output_hidden_states, return_dict=True)
+        out = Seq2SeqModelOutput(
+            last_hidden_state=dec.last_hidden_state, past_key_values=dec.past_key_values,
+            decoder_hidden_states=dec.hidden_states, decoder_attentions=dec.attentions,
+            cross_attentions=dec.cross_attentions, encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states, encoder_attentions=encoder_outputs.attentions)
+        return out if return_dict else out.to_tuple()
+
+
+def _seq2seq_fields(out: Seq2SeqModelOutput) -> dict:
+    """The fields a head passes through from BartModel's output."""
+    return {k: getattr(out, k) for k in ("past_key_values", "decoder_hidden_states", "decoder_attentions",
+                                         "cross_attentions", "encoder_last_hidden_state", "encoder_hidden_states",
+                                         "encoder_attentions")}
+
+
+class BartForConditionalGeneration(BartPreTrainedModel):
+    """Next-token logits of the decoder: lm_head tied to `shared`, plus `final_logits_bias`."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.shared.weight", **BartPreTrainedModel._tied_weights_keys}
+    _keys_to_ignore_on_load_missing = [r"^final_logits_bias$"]
+
+    def __init__(self, config: BartConfig):
+        super().__init__(config)
+        self.model = BartModel(config)
+        # A saved buffer (1, vocab), zeros unless a checkpoint sets it; old checkpoints lack it.
+        self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+
+    def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
+                decoder_input_ids: Optional[Tensor] = None, decoder_attention_mask: Optional[Tensor] = None,
+                encoder_outputs: Optional[Union[BaseModelOutput, tuple]] = None,
+                past_key_values: Optional[KVCache] = None, inputs_embeds: Optional[Tensor] = None,
+                decoder_inputs_embeds: Optional[Tensor] = None, labels: Optional[Tensor] = None,
+                use_cache: Optional[bool] = None, output_attentions: Optional[bool] = None,
+                output_hidden_states: Optional[bool] = None, return_dict: Optional[bool] = None):
+        """`labels` (B, T): targets; without decoder inputs the decoder reads them shifted right."""
+        cfg = self.config
+        return_dict = cfg.return_dict if return_dict is None else return_dict
+        if labels is not None:
+            use_cache = False
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
+                decoder_input_ids = shift_tokens_right(as_batch(labels, "labels"), cfg.pad_token_id,
+                                                       cfg.decoder_start_token_id)
+        out = self.model(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs,
+                         past_key_values, inputs_embeds, decoder_inputs_embeds, use_cache, output_attentions,
+                         output_hidden_states, return_dict=True)
+        logits = self.lm_head(out.last_hidden_state) + self.final_logits_bias  # (B, T, vocab)
+        loss = None if labels is None else token_loss(logits, labels)
+        result = Seq2SeqLMOutput(loss=loss, logits=logits, **_seq2seq_fields(out))
+        return result if return_dict else result.to_tuple()
+
+
+class BartForSequenceClassification(BartPreTrainedModel):
+    """Classifies the decoder state at the last eos token of each row (every row needs the same number)."""
+
+    def __init__(self, config: BartConfig):
+        super().__init__(config)
+        self.model = BartModel(config)
+        self.classification_head = nn.ModuleDict({"dense": nn.Linear(config.d_model, config.d_model),
+                                                  "out_proj": nn.Linear(config.d_model, config.num_labels)})
+        self.head_dropout = nn.Dropout(config.classifier_dropout)
+        self.post_init()
+
+    def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
+                decoder_input_ids: Optional[Tensor] = None, decoder_attention_mask: Optional[Tensor] = None,
+                encoder_outputs: Optional[Union[BaseModelOutput, tuple]] = None,
+                inputs_embeds: Optional[Tensor] = None, decoder_inputs_embeds: Optional[Tensor] = None,
+                labels: Optional[Tensor] = None, use_cache: Optional[bool] = None,
+                output_attentions: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
+                return_dict: Optional[bool] = None):
+        cfg = self.config
+        return_dict = cfg.return_dict if return_dict is None else return_dict
+        if input_ids is None:
+            raise ValueError("BartForSequenceClassification needs input_ids to find the eos tokens "
+                             "(inputs_embeds alone are not supported)")
+        input_ids = as_batch(input_ids)
+        if labels is not None:
+            use_cache = False
+        out = self.model(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs,
+                         None, inputs_embeds, decoder_inputs_embeds, use_cache, output_attentions,
+                         output_hidden_states, return_dict=True)
+        x = out.last_hidden_state  # (B, T, C)
+        eos = input_ids.eq(cfg.eos_token_id).to(x.device)  # (B, T)
+        counts = eos.sum(1)
+        if bool((counts == 0).any()) or bool((counts != counts[0]).any()):
+            raise ValueError(f"every row of input_ids needs the same number (at least one) of eos tokens "
+                             f"(id {cfg.eos_token_id}); found {counts.tolist()}")
+        pooled = x[eos, :].view(x.size(0), -1, x.size(-1))[:, -1, :]  # (B, C): the last eos of each row
+        head = self.classification_head
+        h = torch.tanh(head["dense"](self.head_dropout(pooled)))
+        logits = head["out_proj"](self.head_dropout(h))  # (B, num_labels)
+        loss = None if labels is None else classification_loss(logits, labels, cfg.num_labels, cfg.problem_type)
+        result = Seq2SeqSequenceClassifierOutput(loss=loss, logits=logits, **_seq2seq_fields(out))
+        return result if return_dict else result.to_tuple()

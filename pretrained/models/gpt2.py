@@ -1,0 +1,274 @@
+"""GPT-2 (Radford et al., 2019): a pre-LayerNorm Transformer decoder with learned absolute positions.
+
+Reads the checkpoints transformers reads: the canonical `openai-community/gpt2*` files (keys without the
+`transformer.` prefix, with the old `h.{i}.attn.bias` / `attn.masked_bias` buffers, which are ignored) and
+anything `GPT2Model`/`GPT2*` saved. GPT-2 keeps OpenAI's Conv1D layout, weight (in, out), so attribute paths
+are checkpoint keys and nothing is transposed: `h.0.attn.c_attn.weight` is `model.h[0].attn["c_attn"].weight`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..configuration import ConfigError, PretrainedConfig
+from ..layers import (KVCache, activation, as_batch, attend, causal_attention_mask, check_attention_mask,
+                      check_heads, check_input_ids, check_length, check_position_ids, classification_loss,
+                      merge_heads, split_heads, token_loss)
+from ..modeling import PreTrainedModel
+from ..outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
+
+logger = logging.getLogger(__name__)
+
+
+class GPT2Config(PretrainedConfig):
+    model_type = "gpt2"
+    attribute_map = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions",
+                     "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}
+
+    vocab_size: int = 50257
+    n_positions: int = 1024
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_inner: Optional[int] = None  # None means 4 * n_embd
+    activation_function: str = "gelu_new"
+    resid_pdrop: float = 0.1
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    summary_type: str = "cls_index"
+    summary_use_proj: bool = True
+    summary_activation: Optional[str] = None
+    summary_proj_to_labels: bool = True
+    summary_first_dropout: float = 0.1
+    scale_attn_weights: bool = True
+    use_cache: bool = True
+    bos_token_id: Optional[int] = 50256
+    eos_token_id: Optional[int] = 50256
+    pad_token_id: Optional[int] = None
+    scale_attn_by_inverse_layer_idx: bool = False
+    reorder_and_upcast_attn: bool = False
+    add_cross_attention: bool = False
+    tie_word_embeddings: bool = True
+
+
+class Conv1D(nn.Module):
+    """OpenAI's linear layer: weight stored (in, out), the transpose of nn.Linear, as the checkpoints hold it.
+
+    Args are in transformers' order: `nf` outputs, `nx` inputs.
+    """
+
+    def __init__(self, nf: int, nx: int):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.empty(nx, nf))
+        self.bias = nn.Parameter(torch.empty(nf))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # addmm, as transformers computes it, for bit parity
+        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(*x.shape[:-1], self.nf)
+
+
+class GPT2Block(nn.Module):
+    """x + attn(ln_1(x)), then x + mlp(ln_2(x)) (pre-LN)."""
+
+    def __init__(self, config: GPT2Config, layer_idx: int):
+        super().__init__()
+        C, eps = config.n_embd, config.layer_norm_epsilon
+        inner = config.n_inner if config.n_inner is not None else 4 * C
+        self.n_head, self.layer_idx = config.n_head, layer_idx
+        self.ln_1 = nn.LayerNorm(C, eps=eps)
+        self.attn = nn.ModuleDict({"c_attn": Conv1D(3 * C, C), "c_proj": Conv1D(C, C)})
+        self.ln_2 = nn.LayerNorm(C, eps=eps)
+        self.mlp = nn.ModuleDict({"c_fc": Conv1D(inner, C), "c_proj": Conv1D(C, inner)})
+        self.act = activation(config.activation_function)
+        self.scale = (C // config.n_head) ** -0.5 if config.scale_attn_weights else 1.0
+        if config.scale_attn_by_inverse_layer_idx:
+            self.scale /= float(layer_idx + 1)
+        self.attn_pdrop = config.attn_pdrop
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool, cache: Optional[KVCache],
+                need_weights: bool) -> tuple[Tensor, Optional[Tensor]]:
+        C = x.size(-1)
+        q, k, v = self.attn["c_attn"](self.ln_1(x)).split(C, dim=-1)  # 3 × (B, T, C)
+        q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))  # (B, nh, T, hs)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, nh, S, hs)
+        y, weights = attend(q, k, v, mask, dropout=self.attn_pdrop if self.training else 0.0,
+                            is_causal=is_causal, scale=self.scale, need_weights=need_weights)
+        x = x + self.dropout(self.attn["c_proj"](merge_heads(y)))  # (B, T, C)
+        h = self.act(self.mlp["c_fc"](self.ln_2(x)))  # (B, T, inner)
+        return x + self.dropout(self.mlp["c_proj"](h)), weights
+
+
+class GPT2PreTrainedModel(PreTrainedModel):
+    config_class = GPT2Config
+    base_model_prefix = "transformer"
+    # The causal-mask buffers of old checkpoints (`h.{i}.attn.bias`, `attn.masked_bias`); masks are computed.
+    _keys_to_ignore_on_load_unexpected = [r"(^|\.)attn\.(masked_)?bias$", r"(^|\.)crossattention\.(masked_)?bias$"]
+
+    def _init_tensor(self, module, name, qualified_name, tensor):
+        # GPT-2 scales the residual projections by 1/sqrt(number of residual layers), 2 per block.
+        if qualified_name.endswith("c_proj.weight"):
+            tensor.normal_(0.0, self.config.initializer_range / math.sqrt(2 * self.config.n_layer))
+        else:
+            super()._init_tensor(module, name, qualified_name, tensor)
+
+
+class GPT2Model(GPT2PreTrainedModel):
+    """Token and position embeddings, the blocks and a final LayerNorm.
+
+    Position ids, when not given, are `arange(past_len, past_len + T)` for every row, as transformers' forward
+    computes them: with left padding pass `position_ids` (generation uses `attention_mask.cumsum(-1) - 1`,
+    1 where masked), or the padded rows are shifted.
+
+    Returns BaseModelOutputWithPast(last_hidden_state (B, T, C), past_key_values (KVCache when use_cache),
+    hidden_states, attentions).
+    """
+
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        check_heads(config.n_embd, config.n_head)
+        if config.add_cross_attention:
+            raise ConfigError("GPT2Config.add_cross_attention=True (GPT-2 as the decoder of an encoder-decoder) "
+                              "is not supported")
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.n_positions, config.n_embd)
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.h = nn.ModuleList(GPT2Block(config, i) for i in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.wte
+
+    def forward(self, input_ids: Optional[Tensor] = None, past_key_values: Optional[KVCache] = None,
+                attention_mask: Optional[Tensor] = None, token_type_ids: Optional[Tensor] = None,
+                position_ids: Optional[Tensor] = None, inputs_embeds: Optional[Tensor] = None,
+                use_cache: Optional[bool] = None, output_attentions: Optional[bool] = None,
+                output_hidden_states: Optional[bool] = None, return_dict: Optional[bool] = None):
+        cfg = self.config
+        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = cfg.return_dict if return_dict is None else return_dict
+        use_cache = cfg.use_cache if use_cache is None else use_cache
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if input_ids is not None:
+            input_ids = as_batch(input_ids)
+            check_input_ids(input_ids, cfg.vocab_size)
+            inputs_embeds = self.wte(input_ids)
+        x = inputs_embeds  # (B, T, C)
+        B, T, _ = x.shape
+        cache = past_key_values if past_key_values is not None else (KVCache() if use_cache else None)
+        past = cache.get_seq_length() if cache is not None else 0
+        S = past + T
+        if position_ids is None:
+            check_length(S, cfg.n_positions, "sequence (cached + new tokens)" if past else "sequence")
+            position_ids = torch.arange(past, S, device=x.device)[None]  # (1, T)
+        else:
+            check_position_ids(position_ids, cfg.n_positions)
+        x = x + self.wpe(position_ids)
+        if token_type_ids is not None:  # GPT-2 embeds token types with the token table, as transformers does
+            token_type_ids = as_batch(token_type_ids, "token_type_ids")
+            check_input_ids(token_type_ids, cfg.vocab_size, "token_type_ids")
+            x = x + self.wte(token_type_ids)
+        x = self.drop(x)
+
+        attention_mask = check_attention_mask(attention_mask, B, S, "cached + new tokens" if past else "the input")
+        mask, is_causal = causal_attention_mask(attention_mask, T, S, x.dtype, x.device)
+        hidden_states, attentions = [x], []
+        for block in self.h:
+            x, weights = block(x, mask, is_causal, cache, output_attentions)
+            hidden_states.append(x)
+            attentions.append(weights)
+        x = self.ln_f(x)
+        hidden_states[-1] = x  # the last hidden state is the normed one, as in transformers
+
+        out = BaseModelOutputWithPast(
+            last_hidden_state=x, past_key_values=cache if use_cache else None,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None)
+        return out if return_dict else out.to_tuple()
+
+
+class GPT2LMHeadModel(GPT2PreTrainedModel):
+    """Next-token logits from a head tied to the token embeddings; `labels` (shifted inside) give the loss."""
+
+    _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        self.transformer = GPT2Model(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.transformer.wte
+
+    def forward(self, input_ids: Optional[Tensor] = None, past_key_values: Optional[KVCache] = None,
+                attention_mask: Optional[Tensor] = None, token_type_ids: Optional[Tensor] = None,
+                position_ids: Optional[Tensor] = None, inputs_embeds: Optional[Tensor] = None,
+                labels: Optional[Tensor] = None, use_cache: Optional[bool] = None,
+                output_attentions: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
+                return_dict: Optional[bool] = None, logits_to_keep: int = 0):
+        """`logits_to_keep=n` computes the logits of the last n positions only (0: all), as generation needs."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        out = self.transformer(input_ids, past_key_values, attention_mask, token_type_ids, position_ids,
+                               inputs_embeds, use_cache, output_attentions, output_hidden_states, return_dict=True)
+        logits = self.lm_head(out.last_hidden_state[:, -logits_to_keep:])  # (B, T, vocab)
+        loss = None if labels is None else token_loss(logits, labels, shift=True)
+        result = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values,
+                                        hidden_states=out.hidden_states, attentions=out.attentions)
+        return result if return_dict else result.to_tuple()
+
+
+class GPT2ForSequenceClassification(GPT2PreTrainedModel):
+    """Scores of the last token that is not padding (the rightmost one, so left and right padding both work)."""
+
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        self.transformer = GPT2Model(config)
+        self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.transformer.wte
+
+    def forward(self, input_ids: Optional[Tensor] = None, past_key_values: Optional[KVCache] = None,
+                attention_mask: Optional[Tensor] = None, token_type_ids: Optional[Tensor] = None,
+                position_ids: Optional[Tensor] = None, inputs_embeds: Optional[Tensor] = None,
+                labels: Optional[Tensor] = None, use_cache: Optional[bool] = None,
+                output_attentions: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
+                return_dict: Optional[bool] = None):
+        cfg = self.config
+        return_dict = cfg.return_dict if return_dict is None else return_dict
+        if input_ids is not None:
+            input_ids = as_batch(input_ids)
+        out = self.transformer(input_ids, past_key_values, attention_mask, token_type_ids, position_ids,
+                               inputs_embeds, use_cache, output_attentions, output_hidden_states, return_dict=True)
+        logits = self.score(out.last_hidden_state)  # (B, T, num_labels)
+        B, T = logits.shape[:2]
+        if cfg.pad_token_id is None and B != 1:
+            raise ValueError(f"GPT2ForSequenceClassification needs config.pad_token_id to find the last token of "
+                             f"each row of a batch of {B}; set it (e.g. to the eos token id)")
+        if cfg.pad_token_id is None:
+            last = torch.full((B,), T - 1, device=logits.device)
+        elif input_ids is not None:
+            not_pad = (input_ids != cfg.pad_token_id).to(logits.device, torch.int32)
+            last = (torch.arange(T, device=logits.device, dtype=torch.int32) * not_pad).argmax(-1)  # (B,)
+        else:
+            logger.warning("GPT2ForSequenceClassification cannot find padding in inputs_embeds; "
+                           "scoring the last position of every row")
+            last = torch.full((B,), T - 1, device=logits.device)
+        pooled = logits[torch.arange(B, device=logits.device), last]  # (B, num_labels)
+        loss = None if labels is None else classification_loss(pooled, labels, cfg.num_labels, cfg.problem_type)
+        result = SequenceClassifierOutputWithPast(loss=loss, logits=pooled, past_key_values=out.past_key_values,
+                                                  hidden_states=out.hidden_states, attentions=out.attentions)
+        return result if return_dict else result.to_tuple()

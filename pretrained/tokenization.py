@@ -1,0 +1,944 @@
+"""AutoTokenizer: text in, the model's input ids out, the same ids transformers gives.
+
+The tokenization itself is done by the `tokenizers` library (the Rust engine behind transformers' fast
+tokenizers); this module only decides how to build that engine from a checkpoint's files and wraps it in
+transformers' calling conventions (`tokenizer(texts, padding=True, return_tensors="pt")`).
+
+Files read, in order of preference:
+- `tokenizer.json`: the serialized `tokenizers` pipeline, loaded as it is;
+- legacy files when there is no `tokenizer.json`: BERT WordPiece from `vocab.txt`, or byte-level BPE
+  (GPT-2, RoBERTa, BART) from `vocab.json` + `merges.txt`, built the way transformers builds them;
+- `tokenizer_config.json`, `special_tokens_map.json` and `added_tokens.json` for special tokens, added
+  tokens, `model_max_length`, `padding_side` and `truncation_side`; `config.json` only to learn `model_type`
+  when `tokenizer_config.json` names no tokenizer class.
+
+torch and numpy are imported only when `return_tensors` asks for them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import tokenizers
+from tokenizers import AddedToken, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import BPE, WordPiece
+
+from .atomic import atomic_write
+from .hub import Source, pop_hub_options
+
+logger = logging.getLogger(__name__)
+
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+ADDED_TOKENS_FILE = "added_tokens.json"
+
+SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+# transformers' "no limit" for model_max_length, and the bound above which a length counts as "no limit".
+VERY_LARGE_INTEGER = int(1e30)
+LARGE_INTEGER = int(1e20)
+
+PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
+TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
+TENSOR_TYPES = ("pt", "np")
+# Only asked for to explain a failure: this library reads SentencePiece models through tokenizer.json only.
+SENTENCEPIECE_FILES = ("spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+
+# Keys of tokenizer_config.json that from_pretrained also accepts as keyword overrides.
+CONFIG_OVERRIDES = SPECIAL_TOKEN_NAMES + (
+    "additional_special_tokens", "extra_special_tokens", "model_max_length", "padding_side", "truncation_side",
+    "model_input_names", "clean_up_tokenization_spaces", "do_lower_case", "strip_accents",
+    "tokenize_chinese_chars", "add_prefix_space", "trim_offsets", "add_bos_token", "add_eos_token",
+)
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one kind of checkpoint's tokenizer is built from legacy files, and what it returns by default."""
+
+    name: str                      # "bert", "gpt2", "roberta", or "generic" (tokenizer.json only)
+    class_name: str                # transformers' class, written to tokenizer_config.json on save
+    model_input_names: tuple
+    special_tokens: dict           # default named special tokens, overridden by the config files
+
+
+BERT = Family("bert", "BertTokenizer", ("input_ids", "token_type_ids", "attention_mask"),
+              {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+               "mask_token": "[MASK]"})
+DISTILBERT = Family("bert", "DistilBertTokenizer", ("input_ids", "attention_mask"), BERT.special_tokens)
+GPT2 = Family("gpt2", "GPT2Tokenizer", ("input_ids", "attention_mask"),
+              {"unk_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"})
+ROBERTA = Family("roberta", "RobertaTokenizer", ("input_ids", "attention_mask"),
+                 {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
+                  "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"})
+GENERIC = Family("generic", "PreTrainedTokenizerFast", ("input_ids", "attention_mask"), {})
+
+# tokenizer_config.json's `tokenizer_class` (without "Fast") -> family, as transformers resolves it.
+FAMILY_BY_CLASS = {"BertTokenizer": BERT, "ElectraTokenizer": BERT, "DistilBertTokenizer": DISTILBERT,
+                   "GPT2Tokenizer": GPT2, "RobertaTokenizer": ROBERTA, "BartTokenizer": ROBERTA}
+# config.json's `model_type` -> family, used when tokenizer_config.json names no class.
+FAMILY_BY_MODEL_TYPE = {"bert": BERT, "distilbert": BERT, "electra": BERT, "gpt2": GPT2, "gpt_neo": GPT2,
+                        "opt": GPT2, "roberta": ROBERTA, "bart": ROBERTA}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# BatchEncoding
+
+
+class BatchEncoding(dict):
+    """The tokenizer's output: a dict of model inputs with attribute access (`enc.input_ids`).
+
+    Pass it straight to a model (`model(**enc)`). `enc.encodings` keeps the `tokenizers.Encoding` of each row,
+    and `enc[0]` (an int key) returns the first one.
+    """
+
+    def __init__(self, data=None, encodings=None, tensor_type=None):
+        super().__init__(data or {})
+        self.encodings = encodings
+        if tensor_type is not None:
+            self.convert_to_tensors(tensor_type)
+
+    def __getitem__(self, key):
+        if isinstance(key, int):
+            if self.encodings is None:
+                raise KeyError(f"no encodings kept for index {key}: index by name, e.g. enc['input_ids']")
+            return self.encodings[key]
+        return super().__getitem__(key)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"'BatchEncoding' has no field '{name}' (fields: {', '.join(self)})") from None
+
+    def convert_to_tensors(self, tensor_type: str) -> "BatchEncoding":
+        """Turn every list value into a `torch.Tensor` ("pt") or `numpy.ndarray` ("np"), in place."""
+        if tensor_type not in TENSOR_TYPES:
+            raise ValueError(f"return_tensors={tensor_type!r} is not supported; use one of {TENSOR_TYPES} or None")
+        if tensor_type == "pt":
+            import torch
+
+            as_tensor = torch.tensor
+        else:
+            import numpy as np
+
+            as_tensor = np.asarray
+        for key, value in self.items():
+            if isinstance(value, list) and value and isinstance(value[0], (list, tuple)):
+                lengths = sorted({len(row) for row in value})
+                if len(lengths) > 1:
+                    raise ValueError(
+                        f"cannot make a tensor of '{key}': its rows have different lengths ({lengths[0]} to "
+                        f"{lengths[-1]} tokens); pass padding=True (and truncation=True for over-long texts)")
+            self[key] = as_tensor(value)
+        return self
+
+    def to(self, device) -> "BatchEncoding":
+        """Move every tensor to `device` (a string, an int or a `torch.device`), in place; returns self."""
+        for key, value in self.items():
+            if hasattr(value, "to") and callable(value.to):
+                self[key] = value.to(device)
+        return self
+
+    def tokens(self, batch_index: int = 0) -> list[str]:
+        """The token strings of row `batch_index`."""
+        return self[batch_index].tokens
+
+    def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        """For each token of row `batch_index`, the index of the word it came from (None for special tokens)."""
+        return self[batch_index].word_ids
+
+    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
+        """For each token of row `batch_index`, 0 or 1 for the first or second text, None for special tokens."""
+        return self[batch_index].sequence_ids
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Special-token attributes
+
+
+class _SpecialToken:
+    """`tokenizer.cls_token`: the token's string (None when the tokenizer has none); settable."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, tokenizer, owner=None):
+        if tokenizer is None:
+            return self
+        token = tokenizer._special[self.name]
+        return None if token is None else str(token)
+
+    def __set__(self, tokenizer, value):
+        if value is not None and not isinstance(value, (str, AddedToken)):
+            raise TypeError(f"{self.name} must be a str, an AddedToken or None, not {type(value).__name__}")
+        tokenizer._special[self.name] = value
+
+
+class _SpecialTokenId:
+    """`tokenizer.cls_token_id`: the id of the matching special token, None when the tokenizer has none."""
+
+    def __init__(self, token_name):
+        self.token_name = token_name
+
+    def __get__(self, tokenizer, owner=None):
+        if tokenizer is None:
+            return self
+        token = getattr(tokenizer, self.token_name)
+        return None if token is None else tokenizer.convert_tokens_to_ids(token)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The tokenizer
+
+
+class Tokenizer:
+    """A `tokenizers.Tokenizer` with transformers' calling conventions and the checkpoint's special tokens.
+
+    Build one with `AutoTokenizer.from_pretrained`, or directly from a `tokenizers.Tokenizer`.
+
+    Args:
+        backend: the `tokenizers.Tokenizer` that does the work; its padding and truncation settings are kept
+            only for `save_pretrained`, each call sets its own.
+        model_input_names: the fields a call returns by default, e.g. ("input_ids", "attention_mask").
+        model_max_length: the longest input the model takes; `truncation=True` cuts to it.
+        padding_side, truncation_side: "right" or "left".
+        clean_up_tokenization_spaces: `decode` removes spaces before punctuation (WordPiece vocabularies only).
+        name_or_path: where the tokenizer came from, for repr and errors.
+        tokenizer_class: the transformers class name written on save.
+        config: the tokenizer_config.json settings it came from; keys this class does not use (such as
+            `do_lower_case`) are written back on save.
+        bos_token … mask_token: the named special tokens (str or AddedToken), None when absent.
+        additional_special_tokens: further special tokens, skipped by `decode(skip_special_tokens=True)`.
+
+    Special tokens the backend does not have as added tokens yet are added to it, as special tokens, so that
+    they are matched whole in text and skipped by `skip_special_tokens`.
+    """
+
+    bos_token = _SpecialToken()
+    eos_token = _SpecialToken()
+    unk_token = _SpecialToken()
+    sep_token = _SpecialToken()
+    pad_token = _SpecialToken()
+    cls_token = _SpecialToken()
+    mask_token = _SpecialToken()
+    bos_token_id = _SpecialTokenId("bos_token")
+    eos_token_id = _SpecialTokenId("eos_token")
+    unk_token_id = _SpecialTokenId("unk_token")
+    sep_token_id = _SpecialTokenId("sep_token")
+    pad_token_id = _SpecialTokenId("pad_token")
+    cls_token_id = _SpecialTokenId("cls_token")
+    mask_token_id = _SpecialTokenId("mask_token")
+
+    def __init__(self, backend: tokenizers.Tokenizer, *, model_input_names=("input_ids", "attention_mask"),
+                 model_max_length: int = VERY_LARGE_INTEGER, padding_side: str = "right",
+                 truncation_side: str = "right", clean_up_tokenization_spaces: bool = False,
+                 name_or_path: str = "", tokenizer_class: str = GENERIC.class_name, config: dict | None = None,
+                 bos_token=None, eos_token=None, unk_token=None, sep_token=None, pad_token=None, cls_token=None,
+                 mask_token=None, additional_special_tokens=()):
+        for name, value in (("padding_side", padding_side), ("truncation_side", truncation_side)):
+            if value not in ("right", "left"):
+                raise ValueError(f"{name} must be 'right' or 'left', got {value!r}")
+        self._backend = backend
+        # The file's own padding / truncation, restored on save; calls set their own and clear them after.
+        self._saved_padding = backend.padding
+        self._saved_truncation = backend.truncation
+        backend.no_padding()
+        backend.no_truncation()
+        self.model_input_names = list(model_input_names)
+        self.model_max_length = VERY_LARGE_INTEGER if model_max_length is None else int(model_max_length)
+        self.padding_side = padding_side
+        self.truncation_side = truncation_side
+        self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
+        self.name_or_path = name_or_path
+        self.tokenizer_class = tokenizer_class
+        self.config = dict(config or {})
+        self._special = dict.fromkeys(SPECIAL_TOKEN_NAMES)
+        for name, value in zip(SPECIAL_TOKEN_NAMES, (bos_token, eos_token, unk_token, sep_token, pad_token,
+                                                      cls_token, mask_token)):
+            setattr(self, name, value)
+        self.additional_special_tokens = list(additional_special_tokens)
+        present = {token.content for token in backend.get_added_tokens_decoder().values()}
+        for token in [t for t in self._special.values() if t is not None] + self.additional_special_tokens:
+            token = _special_added_token(token)
+            if token.content not in present:
+                backend.add_special_tokens([token])
+                present.add(token.content)
+        self._warned_too_long = False
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, **kwargs) -> "Tokenizer":
+        """Load the tokenizer of a local folder or a Hub repo; see `AutoTokenizer.from_pretrained`."""
+        source = Source(name_or_path, **pop_hub_options(kwargs))
+        kwargs.pop("use_fast", None)  # transformers' switch; this tokenizer is always the fast one
+        unknown = sorted(set(kwargs) - set(CONFIG_OVERRIDES))
+        if unknown:
+            raise TypeError(f"from_pretrained() got unknown option(s) {', '.join(unknown)}; tokenizer options "
+                            f"are {', '.join(CONFIG_OVERRIDES)}, download options are revision, cache_dir, "
+                            f"token, local_files_only, force_download, subfolder")
+        config = read_tokenizer_config(source)
+        settings = {**config, **kwargs}
+        backend, family, from_json = build_backend(source, pick_family(source, settings), settings)
+        special = resolve_special_tokens(family, settings, backend)
+        register_added_tokens(backend, source, settings, special, from_json)
+        padding, truncation = backend.padding or {}, backend.truncation or {}
+        tokenizer = cls(
+            backend,
+            model_input_names=settings.get("model_input_names") or family.model_input_names,
+            model_max_length=settings.get("model_max_length", settings.get("max_len")),
+            padding_side=settings.get("padding_side") or padding.get("direction", "right"),
+            truncation_side=settings.get("truncation_side") or truncation.get("direction", "right"),
+            clean_up_tokenization_spaces=settings.get("clean_up_tokenization_spaces", False),
+            name_or_path=source.name_or_path,
+            tokenizer_class=_class_name_to_save(config.get("tokenizer_class"), family),
+            config=settings,
+            additional_special_tokens=special.pop("additional_special_tokens"),
+            **special,
+        )
+        if not from_json:
+            backend.post_processor = legacy_post_processor(family, settings, tokenizer)
+        return tokenizer
+
+    # ---- vocabulary -------------------------------------------------------------------------------------
+
+    @property
+    def backend_tokenizer(self) -> tokenizers.Tokenizer:
+        """The `tokenizers.Tokenizer` doing the work."""
+        return self._backend
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the base vocabulary, without added tokens."""
+        return self._backend.get_vocab_size(with_added_tokens=False)
+
+    def __len__(self) -> int:
+        """Size of the full vocabulary, added tokens included."""
+        return self._backend.get_vocab_size(with_added_tokens=True)
+
+    def get_vocab(self) -> dict[str, int]:
+        """Token -> id for the whole vocabulary, added tokens included."""
+        return self._backend.get_vocab(with_added_tokens=True)
+
+    @property
+    def added_tokens_decoder(self) -> dict[int, AddedToken]:
+        """Id -> AddedToken for the tokens added on top of the model's vocabulary."""
+        return self._backend.get_added_tokens_decoder()
+
+    @property
+    def special_tokens_map(self) -> dict[str, str]:
+        """The named special tokens that are set, e.g. {"cls_token": "[CLS]", …}."""
+        return {name: str(value) for name, value in self._special.items() if value is not None}
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        """Every special token as a string, named ones first, without repeats."""
+        tokens = [str(t) for t in self._special.values() if t is not None]
+        tokens += [str(t) for t in self.additional_special_tokens]
+        return list(dict.fromkeys(tokens))
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        """The ids of `all_special_tokens`."""
+        return self.convert_tokens_to_ids(self.all_special_tokens)
+
+    def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
+        """Id of a token (or ids of a list of tokens); unknown tokens give `unk_token_id` (None without one)."""
+        if isinstance(tokens, str):
+            index = self._backend.token_to_id(tokens)
+            if index is None and self.unk_token is not None:
+                index = self._backend.token_to_id(self.unk_token)
+            return index
+        return [self.convert_tokens_to_ids(token) for token in tokens]
+
+    def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False) -> str | list[str]:
+        """Token of an id (or tokens of a sequence of ids), optionally leaving out special tokens."""
+        ids = _as_python(ids)
+        if isinstance(ids, int):
+            return self._backend.id_to_token(ids)
+        skip = set(self.all_special_ids) if skip_special_tokens else set()
+        return [self._backend.id_to_token(int(i)) for i in ids if int(i) not in skip]
+
+    def add_tokens(self, tokens, special_tokens: bool = False) -> int:
+        """Add tokens (str or AddedToken) to the vocabulary; returns how many were new."""
+        tokens = [tokens] if isinstance(tokens, (str, AddedToken)) else list(tokens)
+        if special_tokens:
+            return self._backend.add_special_tokens(tokens)
+        return self._backend.add_tokens(tokens)
+
+    def add_special_tokens(self, special_tokens: dict) -> int:
+        """Set named special tokens (`{"pad_token": "<pad>"}`) or `additional_special_tokens`, adding them to
+        the vocabulary; returns how many tokens were new."""
+        added = 0
+        for name, value in special_tokens.items():
+            if name in ("additional_special_tokens", "extra_special_tokens"):
+                values = list(value)
+                self.additional_special_tokens += [t for t in values if str(t) not in self.all_special_tokens]
+            elif name in SPECIAL_TOKEN_NAMES:
+                setattr(self, name, value)
+                values = [value]
+            else:
+                raise ValueError(f"unknown special token name {name!r}; use one of {SPECIAL_TOKEN_NAMES} "
+                                 f"or 'additional_special_tokens'")
+            added += self._backend.add_special_tokens([_special_added_token(t) for t in values])
+        return added
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        """How many special tokens `add_special_tokens=True` adds to one text (or a pair)."""
+        return self._backend.num_special_tokens_to_add(pair)
+
+    # ---- encoding ---------------------------------------------------------------------------------------
+
+    def __call__(self, text, text_pair=None, *, add_special_tokens: bool = True, padding=False,
+                 truncation=None, max_length: int | None = None, stride: int = 0,
+                 is_split_into_words: bool = False, pad_to_multiple_of: int | None = None,
+                 padding_side: str | None = None, return_tensors: str | None = None,
+                 return_token_type_ids: bool | None = None, return_attention_mask: bool | None = None,
+                 return_overflowing_tokens: bool = False, return_special_tokens_mask: bool = False,
+                 return_offsets_mapping: bool = False, return_length: bool = False) -> BatchEncoding:
+        """Tokenize a text, a batch of texts, or pairs, into the model's inputs.
+
+        Args:
+            text: a str, a list of str, or a list of (str, str) pairs; with `is_split_into_words`, a list of
+                words or a list of such lists.
+            text_pair: the second text(s) of each pair, in the same shape as `text`.
+            padding: False / "do_not_pad", True / "longest" (to the longest row), or "max_length".
+            truncation: True / "longest_first", "only_first", "only_second", or False / "do_not_truncate";
+                cuts to `max_length`, else to `model_max_length`. `max_length` alone turns it on.
+            stride: with `return_overflowing_tokens`, how many tokens consecutive windows share.
+            return_tensors: "pt", "np", or None for Python lists.
+            return_token_type_ids, return_attention_mask: default to whether `model_input_names` has them.
+
+        Returns:
+            A BatchEncoding with `input_ids` and the requested fields; one row per text (and per overflow
+            window), or a flat list for a single text without `return_tensors`.
+
+        Raises:
+            TypeError: a text that is not a string.
+            ValueError: an unknown strategy, padding without a pad token, or an impossible truncation.
+        """
+        batch, is_batched = _as_batch(text, text_pair, is_split_into_words)
+        padding, truncation, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
+        if padding_side is not None and padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        backend = self._backend
+        try:
+            if truncation != "do_not_truncate":
+                backend.enable_truncation(max_length, stride=stride, strategy=truncation,
+                                          direction=self.truncation_side)
+            if padding != "do_not_pad":
+                backend.enable_padding(direction=padding_side or self.padding_side, pad_id=self.pad_token_id,
+                                       pad_type_id=0, pad_token=self.pad_token, pad_to_multiple_of=pad_to_multiple_of,
+                                       length=max_length if padding == "max_length" else None)
+            try:
+                encodings = backend.encode_batch(batch, add_special_tokens=add_special_tokens,
+                                                 is_pretokenized=is_split_into_words)
+            except Exception as error:  # tokenizers raises a bare Exception
+                if str(error).startswith("Truncation error"):
+                    raise ValueError(f"cannot truncate to max_length={max_length} with strategy "
+                                     f"'{truncation}': {error}") from None
+                raise
+        finally:
+            backend.no_padding()
+            backend.no_truncation()
+
+        if return_token_type_ids is None:
+            return_token_type_ids = "token_type_ids" in self.model_input_names
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        rows, sample = [], []
+        for index, encoding in enumerate(encodings):
+            windows = [encoding] + (encoding.overflowing if return_overflowing_tokens else [])
+            rows += windows
+            sample += [index] * len(windows)
+        fields = {"input_ids": [e.ids for e in rows]}
+        if return_token_type_ids:
+            fields["token_type_ids"] = [e.type_ids for e in rows]
+        if return_attention_mask:
+            fields["attention_mask"] = [e.attention_mask for e in rows]
+        if return_special_tokens_mask:
+            fields["special_tokens_mask"] = [e.special_tokens_mask for e in rows]
+        if return_offsets_mapping:
+            fields["offset_mapping"] = [e.offsets for e in rows]
+        if return_length:
+            fields["length"] = [len(e.ids) for e in rows]
+        if return_overflowing_tokens:
+            fields["overflow_to_sample_mapping"] = sample
+        self._warn_if_too_long(fields["input_ids"], truncation)
+
+        if not is_batched and return_tensors is None and not return_overflowing_tokens:
+            # One text: drop the batch level of the per-token fields; `length` stays a list, as transformers has it.
+            return BatchEncoding({key: value[0] if key != "length" else value for key, value in fields.items()},
+                                 rows)
+        return BatchEncoding(fields, rows, tensor_type=return_tensors)
+
+    def encode(self, text, text_pair=None, *, add_special_tokens: bool = True, **kwargs) -> list[int]:
+        """The input ids of one text (or pair); keyword arguments as in `__call__`."""
+        return self(text, text_pair, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
+
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
+        """The token strings of one text (or pair), without special tokens unless asked."""
+        return self(text, pair, add_special_tokens=add_special_tokens)[0].tokens
+
+    def _strategies(self, padding, truncation, max_length, pad_to_multiple_of):
+        """Resolve transformers' padding / truncation arguments to tokenizers' strategy names and a length."""
+        if max_length is not None and padding is False and truncation is None:
+            truncation = True  # transformers: max_length alone turns truncation on
+        padding = {True: "longest", False: "do_not_pad", None: "do_not_pad"}.get(padding, padding)
+        truncation = {True: "longest_first", False: "do_not_truncate", None: "do_not_truncate"}.get(
+            truncation, truncation)
+        if padding not in PADDING_STRATEGIES:
+            raise ValueError(f"padding={padding!r} is not supported; use True, False or one of {PADDING_STRATEGIES}")
+        if truncation not in TRUNCATION_STRATEGIES:
+            raise ValueError(f"truncation={truncation!r} is not supported; use True, False or one of "
+                             f"{TRUNCATION_STRATEGIES}")
+        if max_length is None:
+            no_limit = self.model_max_length > LARGE_INTEGER
+            if padding == "max_length":
+                padding = "do_not_pad" if no_limit else padding
+            if truncation != "do_not_truncate":
+                truncation = "do_not_truncate" if no_limit else truncation
+            max_length = None if no_limit else self.model_max_length
+        if padding != "do_not_pad" and (self.pad_token is None or self.pad_token_id is None):
+            raise ValueError(
+                f"padding={padding!r} needs a pad token, and the tokenizer of {self.name_or_path or 'this model'} "
+                f"has none; set one, e.g. `tokenizer.pad_token = tokenizer.eos_token`, or add one with "
+                f"`tokenizer.add_special_tokens({{'pad_token': '[PAD]'}})`")
+        if (truncation != "do_not_truncate" and padding != "do_not_pad" and pad_to_multiple_of
+                and max_length is not None and max_length % pad_to_multiple_of):
+            raise ValueError(f"truncation length {max_length} is not a multiple of pad_to_multiple_of "
+                             f"{pad_to_multiple_of}")
+        return padding, truncation, max_length
+
+    def _warn_if_too_long(self, rows, truncation):
+        if truncation != "do_not_truncate" or self._warned_too_long or self.model_max_length > LARGE_INTEGER:
+            return
+        longest = max((len(row) for row in rows), default=0)
+        if longest > self.model_max_length:
+            self._warned_too_long = True
+            logger.warning("Token indices sequence length is longer than the specified maximum sequence length "
+                           "for this model (%d > %d). Running this sequence through the model will result in "
+                           "indexing errors; pass truncation=True to cut it.", longest, self.model_max_length)
+
+    # ---- decoding ---------------------------------------------------------------------------------------
+
+    def decode(self, token_ids, skip_special_tokens: bool = False,
+               clean_up_tokenization_spaces: bool | None = None) -> str | list[str]:
+        """Text of a sequence of ids (list, tensor or array); a batch of sequences gives a list of texts."""
+        token_ids = _as_python(token_ids)
+        if isinstance(token_ids, int):
+            token_ids = [token_ids]
+        if token_ids and isinstance(token_ids[0], (list, tuple)):
+            return [self._decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in token_ids]
+        return self._decode(token_ids, skip_special_tokens, clean_up_tokenization_spaces)
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+        """Texts of a batch of id sequences."""
+        return [self._decode(ids, skip_special_tokens, clean_up_tokenization_spaces)
+                for ids in _as_python(sequences)]
+
+    def _decode(self, token_ids, skip_special_tokens, clean_up_tokenization_spaces) -> str:
+        token_ids = _as_python(token_ids)
+        if isinstance(token_ids, int):
+            token_ids = [token_ids]
+        text = self._backend.decode([int(i) for i in token_ids], skip_special_tokens=skip_special_tokens)
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
+        # The clean-up removes spaces before punctuation, which WordPiece decoding adds but byte-level BPE
+        # keeps from the text itself; transformers skips it for BPE too.
+        if clean_up_tokenization_spaces and type(self._backend.model).__name__ != "BPE":
+            text = clean_up_tokenization(text)
+        return text
+
+    # ---- saving -----------------------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory) -> tuple[str, ...]:
+        """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json, which transformers reads.
+
+        tokenizer.json keeps the padding and truncation settings it was loaded with, whatever the calls since
+        asked for; each file is written atomically.
+
+        Returns:
+            The paths written.
+        """
+        save_directory = os.fspath(save_directory)
+        if os.path.isfile(save_directory):
+            raise NotADirectoryError(f"save_pretrained needs a directory, and '{save_directory}' is a file")
+        os.makedirs(save_directory, exist_ok=True)
+
+        backend = tokenizers.Tokenizer.from_str(self._backend.to_str())
+        if self._saved_truncation:
+            backend.enable_truncation(**self._saved_truncation)
+        if self._saved_padding:
+            backend.enable_padding(**self._saved_padding)
+        tokenizer_file = os.path.join(save_directory, TOKENIZER_FILE)
+        atomic_write(tokenizer_file, backend.to_str(pretty=True).encode("utf-8"))
+
+        config = {key: value for key, value in self.config.items() if key not in _NOT_SAVED}
+        config.update(self.special_tokens_map)
+        if self.additional_special_tokens:
+            config["additional_special_tokens"] = [str(t) for t in self.additional_special_tokens]
+        config.update(tokenizer_class=self.tokenizer_class, model_max_length=self.model_max_length,
+                      padding_side=self.padding_side, truncation_side=self.truncation_side,
+                      model_input_names=self.model_input_names,
+                      clean_up_tokenization_spaces=self.clean_up_tokenization_spaces)
+        config["added_tokens_decoder"] = {str(index): _added_token_dict(token)
+                                          for index, token in sorted(self.added_tokens_decoder.items())}
+        config_file = os.path.join(save_directory, TOKENIZER_CONFIG_FILE)
+        special_file = os.path.join(save_directory, SPECIAL_TOKENS_MAP_FILE)
+        special_map = dict(self.special_tokens_map)
+        if self.additional_special_tokens:
+            special_map["additional_special_tokens"] = config["additional_special_tokens"]
+        for path, content in ((config_file, config), (special_file, special_map)):
+            atomic_write(path, (json.dumps(content, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
+        return config_file, special_file, tokenizer_file
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name_or_path={self.name_or_path!r}, class={self.tokenizer_class}, "
+                f"vocab_size={self.vocab_size}, added_tokens={len(self) - self.vocab_size}, "
+                f"model_max_length={self.model_max_length}, padding_side={self.padding_side!r}, "
+                f"truncation_side={self.truncation_side!r}, special_tokens={self.special_tokens_map})")
+
+
+# Keys of a loaded tokenizer_config.json that save_pretrained rewrites or drops (file paths, private data).
+_NOT_SAVED = {"name_or_path", "tokenizer_file", "vocab_file", "merges_file", "special_tokens_map_file",
+              "added_tokens_decoder", "additional_special_tokens", "extra_special_tokens", "auto_map"}
+
+
+class AutoTokenizer:
+    """Loads the tokenizer of any checkpoint: `AutoTokenizer.from_pretrained("bert-base-uncased")`."""
+
+    def __init__(self):
+        raise TypeError("AutoTokenizer is not instantiated; use AutoTokenizer.from_pretrained(name_or_folder)")
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, **kwargs) -> Tokenizer:
+        """Load a tokenizer from a local folder or a Hub repo id, downloading only tokenizer files.
+
+        Args:
+            name_or_path: a folder, or a Hub id such as `bert-base-uncased`.
+            revision, cache_dir, token, local_files_only, force_download, subfolder: download options.
+            **kwargs: tokenizer_config.json values to override, e.g. `padding_side="left"`,
+                `pad_token="<pad>"`, `model_max_length=128`.
+
+        Raises:
+            FileNotFoundError: the folder or repo has no tokenizer files.
+            ValueError: a corrupt tokenizer file, or legacy BPE files whose conventions cannot be told.
+            TypeError: an unknown option.
+        """
+        return Tokenizer.from_pretrained(name_or_path, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading steps
+
+
+def read_json(path: str, what: str) -> dict:
+    """Read a JSON object from `path`; a parse error names the file and `what` it should hold."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{what} '{path}' is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} '{path}' should hold a JSON object, found {type(data).__name__}")
+    return data
+
+
+def read_tokenizer_config(source: Source) -> dict:
+    """tokenizer_config.json merged with special_tokens_map.json, as transformers merges them.
+
+    special_tokens_map.json wins over tokenizer_config.json, except when tokenizer_config.json carries an
+    `added_tokens_decoder` (written since transformers 4.34), which makes the map a stale copy.
+    """
+    path = source.file(TOKENIZER_CONFIG_FILE)
+    config = read_json(path, "tokenizer config") if path else {}
+    path = source.file(SPECIAL_TOKENS_MAP_FILE)
+    if path and "added_tokens_decoder" not in config:
+        for key, value in read_json(path, "special tokens map").items():
+            if key in SPECIAL_TOKEN_NAMES or key in ("additional_special_tokens", "extra_special_tokens"):
+                config[key] = value
+    return config
+
+
+def pick_family(source: Source, settings: dict) -> Family:
+    """The family from tokenizer_config's `tokenizer_class`, else from config.json's `model_type`."""
+    class_name = settings.get("tokenizer_class")
+    if class_name:
+        return FAMILY_BY_CLASS.get(class_name.removesuffix("Fast"), GENERIC)
+    path = source.file("config.json")
+    model_type = read_json(path, "model config").get("model_type") if path else None
+    return FAMILY_BY_MODEL_TYPE.get(model_type, GENERIC)
+
+
+def build_backend(source: Source, family: Family, settings: dict) -> tuple[tokenizers.Tokenizer, Family, bool]:
+    """The `tokenizers.Tokenizer` from tokenizer.json, else from the legacy vocabulary files.
+
+    Returns:
+        The backend; the family, which is BERT for a bare vocab.txt (only BERT-style models ship one); and
+        whether the backend came from tokenizer.json.
+    """
+    path = source.file(TOKENIZER_FILE)
+    if path:
+        try:
+            backend = tokenizers.Tokenizer.from_file(path)
+        except Exception as error:  # tokenizers raises a bare Exception for any bad file
+            raise ValueError(f"{source}: '{path}' is not a valid tokenizer.json ({error}); delete it to fall "
+                             f"back on the vocabulary files, or re-save the tokenizer") from None
+        apply_config_to_json_backend(backend, family, settings)
+        return backend, family, True
+
+    vocab_txt = source.file("vocab.txt") if family.name in ("bert", "generic") else None
+    if vocab_txt:
+        return wordpiece_backend(vocab_txt, settings), (BERT if family is GENERIC else family), False
+    vocab_json = source.file("vocab.json") if family.name != "bert" else None
+    merges = source.file("merges.txt") if vocab_json else None
+    if vocab_json and merges:
+        if family.name not in ("gpt2", "roberta"):
+            raise ValueError(
+                f"{source} has byte-level BPE files (vocab.json, merges.txt) but nothing says whose conventions "
+                f"they follow; set \"tokenizer_class\" in tokenizer_config.json to GPT2Tokenizer or "
+                f"RobertaTokenizer (BART uses RobertaTokenizer), or \"model_type\" in config.json")
+        return byte_level_bpe_backend(vocab_json, merges, settings), family, False
+    wanted = {"bert": "vocab.txt", "gpt2": "vocab.json + merges.txt", "roberta": "vocab.json + merges.txt",
+              "generic": "vocab.txt, or vocab.json + merges.txt"}[family.name]
+    missing = " (it has vocab.json but no merges.txt)" if vocab_json else ""
+    sentencepiece = next((name for name in SENTENCEPIECE_FILES if source.file(name)), None)
+    if sentencepiece:
+        missing = f" that this library reads (it has {sentencepiece}; SentencePiece models need a tokenizer.json)"
+    raise FileNotFoundError(f"{source} has no tokenizer files{missing}: looked for tokenizer.json, then {wanted}")
+
+
+def apply_config_to_json_backend(backend: tokenizers.Tokenizer, family: Family, settings: dict) -> None:
+    """Let tokenizer_config.json's options win over tokenizer.json where transformers lets them.
+
+    transformers rebuilds BERT's normalizer from `do_lower_case`, `strip_accents` and
+    `tokenize_chinese_chars`, and GPT-2/RoBERTa's pre-tokenizer from `add_prefix_space`; only options the
+    config actually states are applied here, the rest of tokenizer.json is kept as it is.
+    """
+    normalizer = backend.normalizer
+    if family.name == "bert" and isinstance(normalizer, normalizers.BertNormalizer):
+        stated = {"lowercase": "do_lower_case", "strip_accents": "strip_accents",
+                  "handle_chinese_chars": "tokenize_chinese_chars"}
+        options = {"clean_text": normalizer.clean_text, "lowercase": normalizer.lowercase,
+                   "strip_accents": normalizer.strip_accents, "handle_chinese_chars": normalizer.handle_chinese_chars}
+        options.update({option: settings[key] for option, key in stated.items() if key in settings})
+        backend.normalizer = normalizers.BertNormalizer(**options)
+    old = backend.pre_tokenizer
+    if (family.name in ("gpt2", "roberta") and "add_prefix_space" in settings
+            and isinstance(old, pre_tokenizers.ByteLevel)):
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=bool(settings["add_prefix_space"]),
+                                                         trim_offsets=old.trim_offsets, use_regex=old.use_regex)
+
+
+def wordpiece_backend(vocab_file: str, settings: dict) -> tokenizers.Tokenizer:
+    """BERT's pipeline from vocab.txt: BertNormalizer, BertPreTokenizer, WordPiece with the "##" prefix."""
+    unk = str(_token_content(settings.get("unk_token")) or BERT.special_tokens["unk_token"])
+    try:
+        vocab = WordPiece.read_file(vocab_file)
+    except Exception as error:
+        raise ValueError(f"cannot read the WordPiece vocabulary '{vocab_file}': {error}") from None
+    backend = tokenizers.Tokenizer(WordPiece(vocab, unk_token=unk, max_input_chars_per_word=100))
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=settings.get("tokenize_chinese_chars", True),
+        strip_accents=settings.get("strip_accents"), lowercase=settings.get("do_lower_case", True))
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    return backend
+
+
+def byte_level_bpe_backend(vocab_file: str, merges_file: str, settings: dict) -> tokenizers.Tokenizer:
+    """GPT-2's pipeline from vocab.json + merges.txt: ByteLevel pre-tokenizer and decoder around a BPE."""
+    try:
+        vocab, merges = BPE.read_file(vocab_file, merges_file)
+    except Exception as error:
+        raise ValueError(f"cannot read the BPE files '{vocab_file}' and '{merges_file}': {error}") from None
+    backend = tokenizers.Tokenizer(BPE(vocab, merges, dropout=None, continuing_subword_prefix="",
+                                       end_of_word_suffix="", fuse_unk=False))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=bool(settings.get("add_prefix_space", False)))
+    backend.decoder = decoders.ByteLevel()
+    return backend
+
+
+def legacy_post_processor(family: Family, settings: dict, tokenizer: Tokenizer):
+    """The special-token template transformers builds for legacy files.
+
+    BERT: `[CLS] A [SEP]` / `[CLS] A [SEP] B [SEP]` with type ids 0 then 1. RoBERTa/BART:
+    `<s> A </s>` / `<s> A </s></s> B </s>`. GPT-2: nothing, or bos/eos when `add_bos_token`/`add_eos_token`.
+    """
+    def token_and_id(name):
+        token = getattr(tokenizer, name)
+        if token is None:
+            raise ValueError(f"the {family.class_name} template needs a {name}, and the tokenizer has none")
+        return token, tokenizer.backend_tokenizer.token_to_id(token)
+
+    if family.name == "bert":
+        (cls, cls_id), (sep, sep_id) = token_and_id("cls_token"), token_and_id("sep_token")
+        return processors.TemplateProcessing(single=f"{cls}:0 $A:0 {sep}:0",
+                                             pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+                                             special_tokens=[(cls, cls_id), (sep, sep_id)])
+    if family.name == "roberta":
+        return processors.RobertaProcessing(token_and_id("sep_token"), token_and_id("cls_token"),
+                                            trim_offsets=bool(settings.get("trim_offsets", True)),
+                                            add_prefix_space=bool(settings.get("add_prefix_space", False)))
+    bos = token_and_id("bos_token") if settings.get("add_bos_token") else None
+    eos = token_and_id("eos_token") if settings.get("add_eos_token") else None
+    single = " ".join(([f"{bos[0]}:0"] if bos else []) + ["$A:0"] + ([f"{eos[0]}:0"] if eos else []))
+    pair = single + " " + " ".join(([f"{bos[0]}:1"] if bos else []) + ["$B:1"] + ([f"{eos[0]}:1"] if eos else []))
+    return processors.TemplateProcessing(single=single, pair=pair, special_tokens=[t for t in (bos, eos) if t])
+
+
+def resolve_special_tokens(family: Family, settings: dict, backend) -> dict:
+    """Named special tokens (as AddedToken) and the additional ones, from defaults, files and overrides.
+
+    Precedence, as in transformers: keyword overrides, then the config files, then the family's defaults,
+    then the pad token of tokenizer.json's own padding settings.
+    """
+    special = {}
+    padding = backend.padding or {}
+    for name in SPECIAL_TOKEN_NAMES:
+        value = settings.get(name, family.special_tokens.get(name))
+        if name == "pad_token" and value is None and name not in settings:
+            value = padding.get("pad_token")
+        special[name] = None if value is None else _parse_added_token(value, name)
+    extra = settings.get("additional_special_tokens") or settings.get("extra_special_tokens") or []
+    if isinstance(extra, dict):  # transformers v5 writes model-specific named tokens as a dict
+        extra = list(extra.values())
+    if not isinstance(extra, (list, tuple)):
+        raise ValueError(f"additional_special_tokens should be a list of tokens, found {type(extra).__name__}")
+    special["additional_special_tokens"] = [_parse_added_token(t, "additional_special_tokens") for t in extra]
+    return special
+
+
+def register_added_tokens(backend, source: Source, settings: dict, special: dict, from_json: bool) -> None:
+    """Add the tokens of tokenizer_config's `added_tokens_decoder`, or of a legacy added_tokens.json, to the
+    backend, in id order, before the special tokens (which `Tokenizer` adds), as transformers orders them.
+
+    Tokens the backend already has as added tokens (tokenizer.json's `added_tokens`) keep their settings.
+    """
+    def present():
+        return {token.content for token in backend.get_added_tokens_decoder().values()}
+
+    decoder = settings.get("added_tokens_decoder")
+    if isinstance(decoder, dict):
+        for _, value in sorted(decoder.items(), key=lambda item: int(item[0])):
+            token = _parse_added_token(value, "added_tokens_decoder", special=None)
+            if token.content not in present():
+                (backend.add_special_tokens if token.special else backend.add_tokens)([token])
+    elif not from_json:
+        path = source.file(ADDED_TOKENS_FILE)
+        if path:
+            names = {_token_content(t) for t in special.values() if not isinstance(t, list)}
+            names |= {t.content for t in special["additional_special_tokens"]}
+            for content, _ in sorted(read_json(path, "added tokens file").items(), key=lambda item: item[1]):
+                is_special = content in names
+                token = AddedToken(content, normalized=not is_special, special=is_special)
+                if content not in present():
+                    (backend.add_special_tokens if is_special else backend.add_tokens)([token])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _parse_added_token(value, where: str, special=True) -> AddedToken:
+    """A special token from a config value: a string, or a dict such as {"content": "<mask>", "lstrip": true}."""
+    if isinstance(value, AddedToken):
+        return value
+    if isinstance(value, str):
+        return AddedToken(value, special=True, normalized=False)
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        options = {key: value[key] for key in ("single_word", "lstrip", "rstrip", "normalized") if key in value}
+        is_special = value.get("special", True) if special is None else special
+        return AddedToken(value["content"], special=bool(is_special), **options)
+    raise ValueError(f"{where}: expected a token string or an AddedToken object, found {value!r}")
+
+
+def _class_name_to_save(class_name: str | None, family: Family) -> str:
+    """transformers' class name for tokenizer_config.json: the loaded one, without the "Fast" of v4 names."""
+    name = class_name or family.class_name
+    return name if name == "PreTrainedTokenizerFast" else name.removesuffix("Fast")
+
+
+def _special_added_token(value) -> AddedToken:
+    return value if isinstance(value, AddedToken) else AddedToken(str(value), special=True, normalized=False)
+
+
+def _token_content(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return value.get("content")
+    return value.content if isinstance(value, AddedToken) else str(value)
+
+
+def _added_token_dict(token: AddedToken) -> dict:
+    return {"content": token.content, "lstrip": token.lstrip, "normalized": token.normalized,
+            "rstrip": token.rstrip, "single_word": token.single_word, "special": token.special}
+
+
+def _as_python(value):
+    """Lists and ints from a tensor or array, unchanged otherwise."""
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def _as_batch(text, text_pair, is_split_into_words: bool) -> tuple[list, bool]:
+    """Validate the texts of a call and shape them as tokenizers' `encode_batch` takes them.
+
+    Returns:
+        The batch (texts, word lists, or (first, second) tuples), and whether the input was a batch.
+    """
+    def check(value, where):
+        if is_split_into_words:
+            if not isinstance(value, (list, tuple)) or not all(isinstance(w, str) for w in value):
+                raise TypeError(f"{where} must be a list of words (str) with is_split_into_words=True, "
+                                f"got {_describe(value)}")
+        elif not isinstance(value, str):
+            raise TypeError(f"{where} must be a str, got {_describe(value)}")
+        return value
+
+    if text is None:
+        raise TypeError("text must be a str, a list of str, or a list of (str, str) pairs, got None")
+    single = isinstance(text, str) or (is_split_into_words and isinstance(text, (list, tuple))
+                                       and all(isinstance(w, str) for w in text))
+    if single:
+        if text_pair is None:
+            return [check(text, "text")], False
+        return [(check(text, "text"), check(text_pair, "text_pair"))], False
+    if not isinstance(text, (list, tuple)):
+        raise TypeError(f"text must be a str, a list of str, or a list of (str, str) pairs, got {_describe(text)}")
+    if text_pair is not None:
+        if not isinstance(text_pair, (list, tuple)) or len(text_pair) != len(text):
+            raise ValueError(f"text_pair must be a list as long as text ({len(text)} items), got "
+                             f"{_describe(text_pair)}")
+        return [(check(a, f"text[{i}]"), check(b, f"text_pair[{i}]"))
+                for i, (a, b) in enumerate(zip(text, text_pair))], True
+    batch = []
+    for i, item in enumerate(text):
+        is_pair = isinstance(item, tuple) or (not is_split_into_words and isinstance(item, list))
+        if is_pair and is_split_into_words:
+            is_pair = len(item) == 2 and all(isinstance(part, (list, tuple)) for part in item)
+        if is_pair:
+            if len(item) != 2:
+                raise ValueError(f"text[{i}] must be a (text, text_pair) pair, got {len(item)} items")
+            batch.append((check(item[0], f"text[{i}][0]"), check(item[1], f"text[{i}][1]")))
+        else:
+            batch.append(check(item, f"text[{i}]"))
+    return batch, True
+
+
+def _describe(value) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def clean_up_tokenization(text: str) -> str:
+    """Remove the spaces WordPiece decoding leaves before punctuation and English contractions."""
+    for spaced, joined in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                           (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        text = text.replace(spaced, joined)
+    return text

