@@ -6,8 +6,8 @@
     child.py read FILE...              read the files into a preallocated buffer (from the page cache)
     child.py torch                     RSS of a process that imported torch and nothing else
 
-Every mode reports `seconds` (except torch) and `peak_rss_mb`, the process's ru_maxrss, which includes the
-interpreter and everything imported.
+Every mode reports `seconds` (except torch) and `peak_rss_mb`, the process's peak resident set (VmHWM), which
+includes the interpreter and everything imported.
 """
 from __future__ import annotations
 
@@ -19,7 +19,13 @@ import time
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """The process's peak resident set (VmHWM). Not getrusage's ru_maxrss: Linux carries that across fork and
+    exec, so a child of the (large) benchmark process would report its parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # KiB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def auto_model(lib: str):

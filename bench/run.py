@@ -67,7 +67,6 @@ def fmt(values: Optional[list[float]], unit: str, na: str = "") -> str:
         return f"n/a ({na})" if na else ""
     m = statistics.median(values)
     digits = 0 if m >= 100 else (1 if m >= 10 else 2)
-    m = statistics.median(values)
     if len(values) == 1:
         return f"{m:.{digits}f} {unit}"
     return f"{m:.{digits}f} {unit} ({min(values):.{digits}f}–{max(values):.{digits}f})"

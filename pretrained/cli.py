@@ -38,10 +38,13 @@ def split_model_and_texts(args: list[str], model: str | None) -> tuple[str, list
     return default_model(), args
 
 
-def _load_tokenizer(model: str, model_max_length: int):
+def _load_tokenizer(model: str, max_positions: int):
+    """The checkpoint's tokenizer, truncating to no more tokens than the model has positions for."""
     from .tokenization import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.model_max_length = min(tokenizer.model_max_length, max_positions)
+    return tokenizer
 
 
 def _task_of(config) -> str:

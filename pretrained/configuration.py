@@ -117,8 +117,9 @@ class PretrainedConfig:
     def num_labels(self, n: int) -> None:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ConfigError(f"num_labels must be a positive integer, got {n!r}")
-        self.id2label = {i: f"LABEL_{i}" for i in range(n)}
-        self.label2id = {label: i for i, label in self.id2label.items()}
+        if self.id2label is None or len(self.id2label) != n:  # the same number keeps the label names
+            self.id2label = {i: f"LABEL_{i}" for i in range(n)}
+            self.label2id = {label: i for i, label in self.id2label.items()}
 
     @property
     def use_return_dict(self) -> bool:
@@ -183,21 +184,26 @@ class PretrainedConfig:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike | Source, **kwargs) -> "PretrainedConfig":
-        """Read `config.json` from a folder or Hub id; keyword arguments override its values.
+        """Read `config.json` from a folder or Hub id (or the path of the JSON file itself); keyword arguments
+        override its values.
 
         Download options (`revision`, `cache_dir`, `token`, `local_files_only`, `force_download`,
         `subfolder`) are taken from `kwargs`. `return_unused_kwargs=True` returns `(config, unused)`,
         where `unused` holds the keys that are not config fields.
         """
         return_unused = kwargs.pop("return_unused_kwargs", False)
-        source = name_or_path if isinstance(name_or_path, Source) else Source(name_or_path, **pop_hub_options(kwargs))
-        path = source.require(CONFIG_NAME)
+        if not isinstance(name_or_path, Source) and os.path.isfile(name_or_path):  # as transformers accepts
+            pop_hub_options(kwargs)
+            path = where = os.fspath(name_or_path)
+        else:
+            source = name_or_path if isinstance(name_or_path, Source) else Source(name_or_path, **pop_hub_options(kwargs))
+            path, where = source.require(CONFIG_NAME), source.name_or_path
         config_dict = read_config_dict(path)
         file_type = config_dict.get("model_type")
         if cls.model_type and file_type and file_type != cls.model_type:
             logger.warning("%s has model_type '%s' but is loaded as %s (model_type '%s'); "
-                           "results may be wrong", source, file_type, cls.__name__, cls.model_type)
-        config_dict["_name_or_path"] = source.name_or_path
+                           "results may be wrong", path, file_type, cls.__name__, cls.model_type)
+        config_dict["_name_or_path"] = where
         known = set(BASE_DEFAULTS) | set(cls.field_defaults()) | set(cls.attribute_map) | {"num_labels", "torch_dtype"}
         unused = {k: v for k, v in kwargs.items() if k not in known and k not in config_dict}
         overrides = {k: v for k, v in kwargs.items() if k not in unused}

@@ -212,7 +212,8 @@ class GenerationConfig:
         the decoding defaults their config.json holds (num_beams, max_length, no_repeat_ngram_size, …).
         """
         config_dict = model_config if isinstance(model_config, dict) else model_config.to_dict()
-        config_dict = {k: v for k, v in config_dict.items() if v is not None and k != "_from_model_config"}
+        # The model config's own metadata (which transformers wrote it) is not the generation config's.
+        config_dict = {k: v for k, v in config_dict.items() if v is not None and k not in METADATA_FIELDS}
         config = cls.from_dict(config_dict, _from_model_config=True)
         if not config.return_dict_in_generate and any(
                 getattr(config, flag) for flag in ("output_attentions", "output_hidden_states", "output_scores",

@@ -165,7 +165,8 @@ class Source:
             raise NotCachedError(
                 f"'{filename}' of {self} is not in the cache ({self.cache_folder}) and {self._why_no_network}. "
                 f"{self._how_to_go_online()}")
-        raise MissingFileError(f"{self} has no file '{filename}'")
+        where = "" if self.is_local else f" (its files: {_endpoint()}/{self.name_or_path}/tree/{self.commit})"
+        raise MissingFileError(f"{self} has no file '{filename}'{where}")
 
     @property
     def cache_folder(self) -> str:
@@ -375,7 +376,8 @@ class Source:
     # ---------------------------------------------------------------------------------------- errors
     def _how_to_go_online(self) -> str:
         if self.local_files_only:
-            return "Drop local_files_only=True to download it, or run `pretrained download` first."
+            return (f"Drop local_files_only=True to download it, or run `pretrained download {self.name_or_path}` "
+                    f"first.")
         return (f"Set HF_HUB_OFFLINE=0 to download it, or run `pretrained download {self.name_or_path}` "
                 f"while online.")
 
@@ -402,7 +404,9 @@ class Source:
         return GatedRepoError(f"{self} is gated: {what}.")
 
     def _bad_token(self, error) -> HubError:
-        return HubError(f"the Hub at {_endpoint()} refused the token for {self} ({_short(error)}). "
+        response = error.response
+        why = response.headers.get("X-Error-Message") or response.reason_phrase
+        return HubError(f"the Hub at {_endpoint()} refused the token for {self} ({response.status_code}: {why}). "
                         f"Check the token passed as token=… or in HF_TOKEN, or log in again.")
 
     def _not_cached(self, path_in_repo: str, error) -> NotCachedError:

@@ -217,7 +217,7 @@ def check_attention_mask(attention_mask: Optional[Tensor], batch: int, length: i
 
 def check_position_ids(position_ids: Tensor, max_positions: int) -> None:
     """Raise ValueError for a position outside the model's position table [0, max_positions)."""
-    lo, hi = int(position_ids.min()), int(position_ids.max())
+    lo, hi = torch.stack(torch.aminmax(position_ids)).tolist()  # one device sync for both
     if lo < 0 or hi >= max_positions:
         raise ValueError(f"position_ids contain position {lo if lo < 0 else hi}, outside the model's "
                          f"max_position_embeddings [0, {max_positions}); truncate the input")
@@ -311,3 +311,13 @@ class KVCache:
             return self
         B = tensors[0].size(0)
         return self.reorder(torch.arange(B, device=tensors[0].device).repeat_interleave(repeats))
+
+
+def decoder_cache(past_key_values: Optional[KVCache], use_cache: bool) -> Optional[KVCache]:
+    """The cache a decoder's forward uses: the one given, a new one when `use_cache`, else None."""
+    if past_key_values is None:
+        return KVCache() if use_cache else None
+    if not isinstance(past_key_values, KVCache):
+        raise TypeError(f"past_key_values must be the KVCache that an earlier call returned, got "
+                        f"{type(past_key_values).__name__} (transformers' tuple format is not accepted)")
+    return past_key_values

@@ -11,6 +11,8 @@ A model class declares its checkpoint quirks as class attributes; this one loade
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import os
 import re
@@ -107,7 +109,8 @@ class PreTrainedModel(nn.Module):
         """Random init of every parameter and persistent buffer, reproducible under torch.manual_seed."""
         for prefix, module in self.named_modules():
             for name, tensor in _own_tensors(module):
-                self._init_tensor(module, name, f"{prefix}.{name}" if prefix else name, tensor)
+                if not tensor.is_meta:  # no storage to fill; and a meta normal_ imports torch._dynamo (~2 s)
+                    self._init_tensor(module, name, f"{prefix}.{name}" if prefix else name, tensor)
 
     def _tie_pairs(self) -> dict[str, str]:
         pairs = dict(self._aliased_weights_keys)
@@ -138,7 +141,8 @@ class PreTrainedModel(nn.Module):
         Args:
             pretrained_model_name_or_path: folder or Hub id.
             config: a config to use instead of the checkpoint's config.json.
-            dtype / torch_dtype: torch dtype or its name; "auto" (the default) keeps the checkpoint's.
+            dtype / torch_dtype: torch dtype or its name; "auto" (the default) keeps the checkpoint's: the dtype
+                its config.json declares, else that of its weights.
             ignore_mismatched_sizes: re-initialise weights whose shape differs instead of raising.
             **kwargs: download options (revision, cache_dir, token, local_files_only, force_download,
                 subfolder) and config overrides such as num_labels=3.
@@ -148,8 +152,9 @@ class PreTrainedModel(nn.Module):
         """
         source = pretrained_model_name_or_path if isinstance(pretrained_model_name_or_path, Source) \
             else Source(pretrained_model_name_or_path, **pop_hub_options(kwargs))
+        init_kwargs = pop_init_kwargs(cls, kwargs)
         config = load_config(cls, source, config, kwargs)
-        model = build_on_meta(cls, config)
+        model = build_on_meta(cls, config, **init_kwargs)
         paths = find_weights(source)
         state, origin = read_weights(paths)
         state = normalise_keys(model, state, origin)
@@ -161,6 +166,7 @@ class PreTrainedModel(nn.Module):
         report(model, source, config, missing, unexpected, mismatched)
         model.config.dtype = _dtype_name(target)
         model.config._name_or_path = source.name_or_path
+        model._load_extra(source)
         return model.eval()
 
     # -- saving -------------------------------------------------------------------------------------------
@@ -184,6 +190,10 @@ class PreTrainedModel(nn.Module):
     def _save_extra(self, save_directory: str) -> None:
         """Hook for files beside the weights (e.g. generation_config.json)."""
 
+    def _load_extra(self, source: Source) -> None:
+        """from_pretrained's last step, the hook for files beside the weights (generation_config.json for
+        models with GenerationMixin)."""
+
 
 # -- the steps of from_pretrained ------------------------------------------------------------------------------
 def load_config(cls: type[PreTrainedModel], source: Source, config: Optional[PretrainedConfig],
@@ -202,10 +212,29 @@ def load_config(cls: type[PreTrainedModel], source: Source, config: Optional[Pre
     return config
 
 
-def build_on_meta(cls: type[PreTrainedModel], config: PretrainedConfig) -> PreTrainedModel:
+def pop_init_kwargs(cls: type[PreTrainedModel], kwargs: dict) -> dict:
+    """Take the arguments of the model's own __init__ besides `config` (e.g. BertModel's `add_pooling_layer`) out
+    of `kwargs`: as in transformers, they go to the constructor, not to the config."""
+    params = inspect.signature(cls.__init__).parameters
+    return {name: kwargs.pop(name) for name in list(kwargs) if name in params and name not in ("self", "config")}
+
+
+def build_on_meta(cls: type[PreTrainedModel], config: PretrainedConfig, **init_kwargs) -> PreTrainedModel:
     """The model's structure with no storage behind it: nothing is initialised only to be overwritten."""
-    with torch.device("meta"):
-        return cls(config)
+    with torch.device("meta"), _meta_normal_skipped():
+        return cls(config, **init_kwargs)
+
+
+@contextlib.contextmanager
+def _meta_normal_skipped():
+    """nn.init.normal_ (nn.Embedding's init) leaves meta tensors alone: torch's meta `normal_` imports
+    torch._dynamo on first use, 1.5-2.5 s, which was most of the time of a bert-base from_pretrained."""
+    normal = nn.init.normal_
+    nn.init.normal_ = lambda tensor, *args, **kwargs: tensor if tensor.is_meta else normal(tensor, *args, **kwargs)
+    try:
+        yield
+    finally:
+        nn.init.normal_ = normal
 
 
 def normalise_keys(model: PreTrainedModel, state: dict[str, torch.Tensor],
@@ -241,12 +270,13 @@ def normalise_keys(model: PreTrainedModel, state: dict[str, torch.Tensor],
 
 
 def resolve_dtype(dtype: Any, config: PretrainedConfig, state: dict[str, torch.Tensor]) -> torch.dtype:
-    """The dtype to load in: the one asked for, or with "auto"/None the checkpoint's own."""
+    """The dtype to load in: the one asked for, or with "auto"/None the checkpoint's own: as in transformers
+    (v4 and v5), the dtype its config.json declares, else the one most of its weights have."""
     if dtype is None or dtype == "auto":
+        if config.dtype in _DTYPES:
+            return _DTYPES[config.dtype]
         floats = [t.dtype for t in state.values() if t.dtype.is_floating_point]
-        if floats:
-            return max(set(floats), key=floats.count)
-        return _DTYPES.get(config.dtype or "float32", torch.float32)
+        return max(set(floats), key=floats.count) if floats else torch.float32
     if isinstance(dtype, torch.dtype):
         if not dtype.is_floating_point:
             raise ValueError(f"dtype={dtype} is not a floating-point dtype")
@@ -304,7 +334,8 @@ def report(model: PreTrainedModel, source: Source, config: PretrainedConfig, mis
     """Log what was not loaded, as transformers does."""
     name = type(model).__name__
     quiet = re.compile("|".join(model._keys_to_ignore_on_load_missing)) if model._keys_to_ignore_on_load_missing else None
-    missing = [k for k in missing if quiet is None or not quiet.search(k)]
+    reinitialised = {key for key, _, _ in mismatched}  # in the checkpoint, reported below as mismatched
+    missing = [k for k in missing if k not in reinitialised and (quiet is None or not quiet.search(k))]
     if unexpected:
         # Expected when a base model is loaded from a checkpoint with a head: info, not a warning.
         log = logger.warning if name in (config.architectures or []) else logger.info

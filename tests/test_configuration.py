@@ -129,6 +129,10 @@ def test_num_labels():
     config = BertConfig(id2label={"0": "a", "1": "b", "2": "c"})
     assert config.num_labels == 3 and config.id2label == {0: "a", 1: "b", 2: "c"}
     assert config.label2id == {"a": 0, "b": 1, "c": 2}
+    config.num_labels = 3  # the same number keeps the names, as in transformers
+    theirs = transformers.BertConfig(id2label={"0": "a", "1": "b", "2": "c"})
+    theirs.num_labels = 3
+    assert config.id2label == theirs.id2label == {0: "a", 1: "b", 2: "c"}
     config.num_labels = 5
     assert list(config.id2label) == [0, 1, 2, 3, 4]
     with pytest.raises(ConfigError, match="num_labels"):
@@ -147,6 +151,12 @@ def test_save_and_from_pretrained_with_overrides(tmp_path):
     assert overridden.hidden_dropout_prob == 0.0 and overridden.num_labels == 5 and overridden.hidden_size == 48
     config_only, unused = BertConfig.from_pretrained(tmp_path / "c", return_unused_kwargs=True, not_a_field=1)
     assert unused == {"not_a_field": 1} and not hasattr(config_only, "not_a_field")
+
+
+def test_from_pretrained_with_the_path_of_the_json_file(tmp_path):
+    path = write_json(tmp_path, V4_CONFIG, name="my_config.json")
+    config = BertConfig.from_pretrained(path, vocab_size=120)
+    assert config.hidden_size == 32 and config.vocab_size == 120 and config.name_or_path == path
 
 
 def test_reads_transformers_v4_file(tmp_path):
@@ -208,6 +218,10 @@ def test_minilm_config(minilm_dir):
     config = BertConfig.from_pretrained(minilm_dir)
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (384, 6, 12)
     assert config.architectures == ["BertModel"] and config.gradient_checkpointing is False
+    assert config.transformers_version == "4.8.2"
+    theirs = transformers.BertConfig.from_pretrained(minilm_dir)
+    without_version = re.compile(r'\n  "transformers_version": "[^"]*",')
+    assert without_version.sub("", repr(config)) == without_version.sub("", repr(theirs))
 
 
 def test_save_pretrained_into_a_file_raises(tmp_path):

@@ -48,7 +48,7 @@ def run_py(code: str, *, home, hub: HubServer | None = None, env=None, endpoint=
     Returns the child's `result` dict (with `stderr` added), or the Popen when `background`.
     """
     full_env = {k: v for k, v in os.environ.items() if k not in _HUB_ENV}
-    full_env.update(HF_HOME=str(home), HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="0",
+    full_env.update(HF_HOME=str(home), HF_HUB_DISABLE_XET="1",
                     HF_ENDPOINT=endpoint or (hub.url if hub else "http://127.0.0.1:9"),
                     PYTHONPATH=str(ROOT), HF_HUB_DISABLE_PROGRESS_BARS="1", TOKENIZERS_PARALLELISM="false")
     full_env.update(env or {})
@@ -442,6 +442,8 @@ def test_two_processes_loading_a_new_id_at_once_share_one_copy(hub, repo_id, tmp
     blobs = sorted(p.name for p in (folder / "blobs").iterdir())
     assert blobs == sorted({etag_of(n, files[n]) for n in ("config.json", "model.safetensors")})
     assert len(list((folder / "snapshots").iterdir())) == 1
+    # huggingface_hub's lock made the later process wait for the first one's download and reuse it.
+    assert len([h for h in hub.file_downloads() if h.path.endswith("model.safetensors")]) == 1
 
 
 # ------------------------------------------------------------------------------- download and cache
@@ -516,7 +518,7 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range
 
 OURS = """
 import torch
-from pretrained import AutoModel, AutoTokenizer, BertModel
+from pretrained import AutoConfig, AutoModel, AutoTokenizer, BertModel, GenerationConfig
 
 def step(name, load):
     before = len(hits())
@@ -529,6 +531,9 @@ for repo, sha in zip(REPOS, SHAS):
     cold = step(f"{repo}:cold", lambda: BertModel.from_pretrained(repo))
     warm = step(f"{repo}:warm", lambda: BertModel.from_pretrained(repo))
     step(f"{repo}:auto", lambda: AutoModel.from_pretrained(repo))
+    step(f"{repo}:config", lambda: AutoConfig.from_pretrained(repo))
+    generation = step(f"{repo}:generation", lambda: GenerationConfig.from_pretrained(repo))
+    result[f"{repo}:max_length"] = generation.max_length
     step(f"{repo}:commit", lambda: BertModel.from_pretrained(repo, revision=sha))
     step(f"{repo}:local_files_only", lambda: BertModel.from_pretrained(repo, local_files_only=True))
     tok = step(f"{repo}:tokenizer", lambda: AutoTokenizer.from_pretrained(repo))
@@ -552,6 +557,7 @@ ids = torch.tensor([[2, 10, 11, 12, 3]])
 for repo, sha in zip(REPOS, SHAS):
     model = step(f"{repo}:cold", lambda: transformers.BertModel.from_pretrained(repo))
     step(f"{repo}:warm", lambda: transformers.BertModel.from_pretrained(repo))
+    step(f"{repo}:auto", lambda: transformers.AutoModel.from_pretrained(repo))
     step(f"{repo}:commit", lambda: transformers.BertModel.from_pretrained(repo, revision=sha))
     step(f"{repo}:local_files_only", lambda: transformers.BertModel.from_pretrained(repo, local_files_only=True))
     tok = step(f"{repo}:tokenizer", lambda: transformers.AutoTokenizer.from_pretrained(repo))
@@ -567,7 +573,8 @@ def interop(hub, hf_checkpoint, tmp_path_factory):
     """One HF_HOME shared by both libraries: we download `bert-base-cased` (the walkthrough's legacy id) first,
     then transformers loads it and downloads `org/theirs`, then we load `org/theirs`."""
     files = {"vocab.txt": "\n".join(VOCAB).encode() + b"\n",
-             "tokenizer_config.json": b'{"do_lower_case": true, "tokenizer_class": "BertTokenizer"}'}
+             "tokenizer_config.json": b'{"do_lower_case": true, "tokenizer_class": "BertTokenizer"}',
+             "generation_config.json": b'{"max_length": 7}'}
     checkpoint = {**read_folder(hf_checkpoint()), **files}
     ours = hub.add_repo("google-bert/bert-base-cased", checkpoint)
     hub.aliases["bert-base-cased"] = "google-bert/bert-base-cased"
@@ -597,20 +604,23 @@ def test_bert_from_pretrained_with_a_hub_id_like_the_walkthrough(interop):
         f"HEAD /google-bert/bert-base-cased/resolve/{sha}/model.safetensors",
         f"GET /google-bert/bert-base-cased/resolve/{sha}/model.safetensors",
     ]
-    # Warm: the one request that says whether the branch moved; an Auto class costs the same.
-    for step in ("warm", "auto", "tokenizer_warm"):
+    # Warm: the one request that says whether the branch moved; an Auto class or a config costs the same.
+    for step in ("warm", "auto", "config", "tokenizer_warm"):
         assert run[f"bert-base-cased:{step}"] == ["GET /api/models/bert-base-cased/revision/main"], step
     assert run["bert-base-cased:commit"] == [] and run["bert-base-cased:local_files_only"] == []
     # The tokenizer downloads only its own files.
     assert sorted(h.rsplit("/", 1)[-1] for h in run["bert-base-cased:tokenizer"] if h.startswith("GET /google")) \
         == ["tokenizer_config.json", "vocab.txt"]
     assert run["bert-base-cased:same"]
+    assert run["bert-base-cased:max_length"] == 7
+    assert [h for h in run["bert-base-cased:generation"] if h.startswith("GET /google")] == \
+        [f"GET /google-bert/bert-base-cased/resolve/{sha}/generation_config.json"]
     assert os.path.isdir(interop["home"] / "hub" / "models--bert-base-cased" / "snapshots" / sha)
 
 
 def test_transformers_finds_what_we_downloaded(interop):
     theirs = interop["theirs"]
-    for step in ("cold", "warm", "commit", "local_files_only", "tokenizer", "tokenizer_warm"):
+    for step in ("cold", "warm", "auto", "commit", "local_files_only", "tokenizer", "tokenizer_warm"):
         downloads = [h for h in theirs[f"bert-base-cased:{step}"] if h.startswith("GET /") and "/resolve/" in h]
         assert downloads == [], (step, downloads)
     assert theirs["bert-base-cased:local_files_only"] == []
@@ -633,10 +643,10 @@ def test_request_counts_against_transformers(interop):
     local_files_only; transformers' numbers are compared, not pinned (they are in the README)."""
     theirs, ours = interop["theirs"], interop["ours_second"]
     counts = {step: (len(ours[f"org/theirs:{step}"]), len(theirs[f"org/theirs:{step}"]))
-              for step in ("warm", "commit", "local_files_only", "tokenizer_warm")}
+              for step in ("warm", "auto", "commit", "local_files_only", "tokenizer_warm")}
     print("\n(ours, transformers) requests per warm load:", counts)
     assert {step: we for step, (we, _) in counts.items()} == \
-        {"warm": 1, "commit": 0, "local_files_only": 0, "tokenizer_warm": 1}
+        {"warm": 1, "auto": 1, "commit": 0, "local_files_only": 0, "tokenizer_warm": 1}
     for step, (we, they) in counts.items():
         assert we <= they, (step, we, they)
 
@@ -656,7 +666,8 @@ def test_cli_download_cache_and_run_with_a_hub_id(hub, interop, tmp_path):
     assert "no checkpoints cached" in cli("cache")
     folder = cli("download", "org/theirs").strip()
     assert folder == str(tmp_path / "hub" / "models--org--theirs" / "snapshots" / sha)
-    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "tokenizer_config.json", "vocab.txt"]
+    assert sorted(os.listdir(folder)) == ["config.json", "generation_config.json", "model.safetensors",
+                                          "tokenizer_config.json", "vocab.txt"]
     listing = cli("cache")
     assert "org/theirs" in listing and sha[:12] in listing and "main" in listing
     hub.reset()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from pretrained import weights
 from pretrained.configuration import ConfigError
 from pretrained.hub import MissingFileError
+from pretrained.models import bert as bert_module
 from pretrained.modeling import ShapeMismatchError, build_on_meta, normalise_keys, resolve_dtype
 from pretrained.models.bert import (BertConfig, BertForMaskedLM, BertForQuestionAnswering,
                                     BertForSequenceClassification, BertForTokenClassification, BertModel)
@@ -171,12 +173,11 @@ def test_base_model_loads_from_a_head_checkpoint_and_back(hf_checkpoint, tmp_pat
     base.save_pretrained(tmp_path)
     saved = load_file(tmp_path / "model.safetensors")
     assert not any(k.startswith("bert.") for k in saved)
-    head_class = {"BertForSequenceClassification": BertForSequenceClassification, "BertForMaskedLM": BertForMaskedLM,
-                  "BertForTokenClassification": BertForTokenClassification,
-                  "BertForQuestionAnswering": BertForQuestionAnswering}[arch]
-    head = head_class.from_pretrained(tmp_path)
-    assert_loaded(head, {k: v for k, v in saved.items() if "pooler" not in k or arch.endswith("Classification")
-                         and "Token" not in arch}, prefix="bert.")
+    head = getattr(bert_module, arch).from_pretrained(tmp_path)
+    head_state = head.state_dict()
+    # a head without a pooler drops the saved pooler (declared in _keys_to_ignore_on_load_unexpected)
+    assert {k for k in saved if f"bert.{k}" not in head_state} <= {"pooler.dense.weight", "pooler.dense.bias"}
+    assert_loaded(head, {k: v for k, v in saved.items() if f"bert.{k}" in head_state}, prefix="bert.")
 
 
 def test_legacy_gamma_beta_and_old_buffers(hf_checkpoint, tmp_path, caplog):
@@ -258,6 +259,7 @@ def test_ignore_mismatched_sizes_reinitialises(hf_checkpoint, caplog):
     assert model.classifier.weight.shape == (5, 32) and torch.all(model.classifier.bias == 0)
     assert 0.005 < model.classifier.weight.std().item() < 0.05
     assert "classifier.weight" in caplog.text and "(2, 32)" in caplog.text and "(5, 32)" in caplog.text
+    assert "not in the checkpoint" not in caplog.text  # reported as mismatched, not as missing
     assert model.config.num_labels == 5
     assert_loaded(model, {k: v for k, v in hf_state(folder).items() if not k.startswith("classifier.")})
 
@@ -272,6 +274,14 @@ def test_config_overrides_and_given_config(hf_checkpoint):
     assert config.hidden_dropout_prob == 0.1  # the given config is not changed
     with pytest.raises(TypeError, match="not_an_option"):
         BertModel.from_pretrained(folder, not_an_option=1)
+
+
+def test_constructor_arguments_go_to_the_constructor(minilm_dir, caplog):
+    with caplog.at_level(logging.INFO, logger="pretrained"):
+        model = BertModel.from_pretrained(minilm_dir, add_pooling_layer=False, hidden_dropout_prob=0.0)
+    assert model.pooler is None and model.config.hidden_dropout_prob == 0.0
+    assert "pooler.dense.weight" in caplog.text  # the checkpoint's pooler is reported as not used
+    assert not hasattr(model.config, "add_pooling_layer")
 
 
 def test_dtype_argument(hf_checkpoint):
@@ -310,6 +320,24 @@ def test_half_precision_checkpoints_keep_their_dtype(hf_checkpoint, dtype, tmp_p
     assert {t.dtype for t in load_file(tmp_path / "model.safetensors").values()} == {dtype}
     model32 = BertForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
     assert model32.dtype == torch.float32
+
+
+@pytest.mark.parametrize("key, value, dtype", [("dtype", "float16", torch.float16),
+                                                ("torch_dtype", "bfloat16", torch.bfloat16)])
+def test_auto_dtype_follows_config_json_first(hf_checkpoint, tmp_path, key, value, dtype):
+    """fp32 weights under a config.json that declares another dtype load in the declared one, as transformers does."""
+    import transformers
+
+    folder = hf_checkpoint("BertModel")
+    shutil.copy(os.path.join(folder, "model.safetensors"), tmp_path)
+    config = json.loads(open(os.path.join(folder, "config.json")).read())
+    config.pop("dtype")
+    (tmp_path / "config.json").write_text(json.dumps({**config, key: value}))
+    assert BertModel.from_pretrained(tmp_path).dtype == dtype
+    assert transformers.BertModel.from_pretrained(str(tmp_path)).dtype == dtype
+    assert BertModel.from_pretrained(tmp_path, dtype=torch.float32).dtype == torch.float32
+    (tmp_path / "config.json").write_text(json.dumps(config))  # no dtype declared: the weights'
+    assert BertModel.from_pretrained(tmp_path).dtype == torch.float32
 
 
 # -- save_pretrained -------------------------------------------------------------------------------------------
@@ -372,6 +400,20 @@ def test_failed_save_leaves_the_previous_folder_intact(tmp_path, monkeypatch):
     assert listing(tmp_path) == before
 
 
+def test_save_over_the_checkpoint_it_was_loaded_from(hf_checkpoint, tmp_path):
+    """The parameters are views of the mapped file being replaced: the new file is written beside it first."""
+    shutil.copytree(hf_checkpoint("BertForSequenceClassification"), tmp_path, dirs_exist_ok=True)
+    model = BertForSequenceClassification.from_pretrained(tmp_path)
+    with torch.no_grad():
+        model.classifier.weight.add_(1.0)  # copy-on-write: the file itself is not changed by this
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    for options in ({}, {"safe_serialization": False}, {"max_shard_size": "20KB"}):
+        model.save_pretrained(tmp_path, **options)
+        again = BertForSequenceClassification.from_pretrained(tmp_path)
+        assert all(torch.equal(again.state_dict()[k], v) for k, v in expected.items())
+        model = again
+
+
 def test_save_into_a_file_raises(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(NotADirectoryError, match="f"):
@@ -405,3 +447,28 @@ def test_bad_config_values_are_named(tmp_path):
     BertConfig(**{**SMALL, "hidden_act": "swishy"}).save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="swishy"):
         BertModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "code_in_bin", "missing_shard"])
+def test_bad_weight_files_through_from_pretrained(hf_checkpoint, tmp_path, damage):
+    folder = hf_checkpoint("BertModel")
+    shutil.copy(os.path.join(folder, "config.json"), tmp_path / "config.json")
+    if damage == "truncated":
+        data = open(os.path.join(folder, "model.safetensors"), "rb").read()
+        (tmp_path / "model.safetensors").write_bytes(data[:-100])
+        culprit = "model.safetensors"
+    elif damage == "code_in_bin":
+        class Payload:
+            def __reduce__(self):
+                return os.system, (f"touch {tmp_path / 'ran'}",)
+
+        torch.save({**hf_state(folder), "x": Payload()}, tmp_path / "pytorch_model.bin")
+        culprit = "pytorch_model.bin"
+    else:
+        BertModel.from_pretrained(folder).save_pretrained(tmp_path, max_shard_size="10KB")
+        culprit = sorted(n for n in os.listdir(tmp_path) if n.endswith(".safetensors"))[1]
+        os.remove(tmp_path / culprit)
+    with pytest.raises(CheckpointError, match=culprit) as info:
+        BertModel.from_pretrained(tmp_path)
+    assert str(tmp_path) in str(info.value) and isinstance(info.value, OSError)
+    assert not (tmp_path / "ran").exists()

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..configuration import PretrainedConfig
+from ..generation import GenerationMixin
 from ..layers import (KVCache, activation, as_batch, attend, causal_attention_mask, check_attention_mask,
-                      check_heads, check_input_ids, check_length, classification_loss, merge_heads,
+                      check_heads, check_input_ids, check_length, classification_loss, decoder_cache, merge_heads,
                       padding_mask, split_heads, token_loss)
 from ..modeling import PreTrainedModel
 from ..outputs import (BaseModelOutput, BaseModelOutputWithPast, Seq2SeqLMOutput, Seq2SeqModelOutput,
@@ -231,7 +232,7 @@ class BartDecoder(BartStack):
         output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
         return_dict = cfg.return_dict if return_dict is None else return_dict
         use_cache = cfg.use_cache if use_cache is None else use_cache
-        cache = past_key_values if past_key_values is not None else (KVCache() if use_cache else None)
+        cache = decoder_cache(past_key_values, use_cache)
         past = cache.get_seq_length() if cache is not None else 0
         x = self.embed(input_ids, inputs_embeds, past)  # (B, T, C)
         B, T, _ = x.shape
@@ -339,7 +340,7 @@ def _seq2seq_fields(out: Seq2SeqModelOutput) -> dict:
                                          "encoder_attentions")}
 
 
-class BartForConditionalGeneration(BartPreTrainedModel):
+class BartForConditionalGeneration(GenerationMixin, BartPreTrainedModel):
     """Next-token logits of the decoder: lm_head tied to `shared`, plus `final_logits_bias`."""
 
     _tied_weights_keys = {"lm_head.weight": "model.shared.weight", **BartPreTrainedModel._tied_weights_keys}

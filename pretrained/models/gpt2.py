@@ -15,9 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from ..configuration import ConfigError, PretrainedConfig
+from ..generation import GenerationMixin
 from ..layers import (KVCache, activation, as_batch, attend, causal_attention_mask, check_attention_mask,
                       check_heads, check_input_ids, check_length, check_position_ids, classification_loss,
-                      merge_heads, split_heads, token_loss)
+                      decoder_cache, merge_heads, split_heads, token_loss)
 from ..modeling import PreTrainedModel
 from ..outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
 
@@ -52,6 +53,7 @@ class GPT2Config(PretrainedConfig):
     eos_token_id: Optional[int] = 50256
     pad_token_id: Optional[int] = None
     scale_attn_by_inverse_layer_idx: bool = False
+    # Kept for config.json but not used: in transformers it only changes mixed-precision numerics of eager attention.
     reorder_and_upcast_attn: bool = False
     add_cross_attention: bool = False
     tie_word_embeddings: bool = True
@@ -124,9 +126,10 @@ class GPT2PreTrainedModel(PreTrainedModel):
 class GPT2Model(GPT2PreTrainedModel):
     """Token and position embeddings, the blocks and a final LayerNorm.
 
-    Position ids, when not given, are `arange(past_len, past_len + T)` for every row, as transformers' forward
-    computes them: with left padding pass `position_ids` (generation uses `attention_mask.cumsum(-1) - 1`,
-    1 where masked), or the padded rows are shifted.
+    Position ids, when not given, are `arange(past_len, past_len + T)` for every row whatever the
+    attention_mask, as transformers' forward computes them. A left-padded row then starts its real tokens at a
+    later position; pass `position_ids` to avoid that (transformers' generate passes
+    `attention_mask.cumsum(-1) - 1`, with 1 where the mask is 0).
 
     Returns BaseModelOutputWithPast(last_hidden_state (B, T, C), past_key_values (KVCache when use_cache),
     hidden_states, attentions).
@@ -166,7 +169,7 @@ class GPT2Model(GPT2PreTrainedModel):
             inputs_embeds = self.wte(input_ids)
         x = inputs_embeds  # (B, T, C)
         B, T, _ = x.shape
-        cache = past_key_values if past_key_values is not None else (KVCache() if use_cache else None)
+        cache = decoder_cache(past_key_values, use_cache)
         past = cache.get_seq_length() if cache is not None else 0
         S = past + T
         if position_ids is None:
@@ -198,7 +201,7 @@ class GPT2Model(GPT2PreTrainedModel):
         return out if return_dict else out.to_tuple()
 
 
-class GPT2LMHeadModel(GPT2PreTrainedModel):
+class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
     """Next-token logits from a head tied to the token embeddings; `labels` (shifted inside) give the loss."""
 
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}

@@ -8,7 +8,6 @@ import os
 import pytest
 import torch
 import transformers
-from safetensors.torch import load_file
 
 from pretrained.models import bert
 from pretrained.models.bert import BertConfig, BertForSequenceClassification, BertModel
@@ -88,7 +87,7 @@ def test_fresh_model_saved_by_us_matches_in_transformers(hf_model, batch, diff, 
 # -- checkpoint formats -----------------------------------------------------------------------------------------------
 def v4_bin_state(model) -> dict:
     """A state dict laid out as transformers 4.x saved pytorch_model.bin: tied weights and the position_ids buffer."""
-    state = {k: v.clone() for k, v in model.state_dict().items() if not k.endswith("token_type_ids")}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
     prefix = "bert." if model.base_model_prefix in dict(model.named_children()) else ""
     state[f"{prefix}embeddings.position_ids"] = torch.arange(model.config.max_position_embeddings)[None]
     return state
@@ -128,6 +127,17 @@ def test_checkpoint_formats(hf_checkpoint, hf_model, batch, diff, tmp_path, arch
     assert_same_outputs(run(again, inputs), run(theirs, inputs), FIELDS[arch], diff, states=False)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_parity(hf_checkpoint, hf_model, batch, diff, dtype):
+    folder = hf_checkpoint("BertForMaskedLM", dtype=dtype)
+    ours = bert.BertForMaskedLM.from_pretrained(folder)
+    inputs = batch(99)
+    a = run(ours, inputs).logits
+    b = run(hf_model(folder, "BertForMaskedLM", "sdpa"), inputs).logits
+    assert a.dtype == b.dtype == dtype and torch.isfinite(a).all()
+    assert diff(a, b) <= 1e-2  # a few ulps of a half-precision value near 0.5
+
+
 def test_bin_we_save_is_read_by_transformers(hf_checkpoint, hf_model, batch, diff, tmp_path):
     folder = hf_checkpoint("BertForTokenClassification")
     ours = bert.BertForTokenClassification.from_pretrained(folder)
@@ -141,15 +151,21 @@ def test_bin_we_save_is_read_by_transformers(hf_checkpoint, hf_model, batch, dif
 # -- the real all-MiniLM-L6-v2 ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def minilm_pair(minilm_dir, hf_model):
-    return BertModel.from_pretrained(minilm_dir), hf_model(minilm_dir, "BertModel", "eager")
+    """Ours and transformers' (SDPA, its default) all-MiniLM-L6-v2."""
+    return BertModel.from_pretrained(minilm_dir), hf_model(minilm_dir, "BertModel", "sdpa")
 
 
-def test_minilm_parity(minilm_pair, batch, diff):
+@pytest.mark.parametrize("seed, T", [(0, 16), (4, 10), (6, 16)])  # 4 and 6: transformers' eager and sdpa differ
+def test_minilm_parity(minilm_pair, minilm_dir, hf_model, batch, diff, seed, T):  # by > 1e-5 on these
     ours, theirs = minilm_pair
-    inputs = batch(30522, T=16)
+    inputs = batch(30522, T=T, seed=seed)
+    eager = hf_model(minilm_dir, "BertModel", "eager")
     assert_same_outputs(run(ours, inputs, output_hidden_states=True, output_attentions=True),
-                        run(theirs, inputs, output_hidden_states=True, output_attentions=True),
+                        run(eager, inputs, output_hidden_states=True, output_attentions=True),
                         FIELDS["BertModel"], diff)
+    ours_out, theirs_out = run(ours, inputs, output_hidden_states=True), run(theirs, inputs, output_hidden_states=True)
+    assert_same_outputs(ours_out, theirs_out, FIELDS["BertModel"], diff, states=False)
+    assert all(diff(a, b) <= TOL for a, b in zip(ours_out.hidden_states, theirs_out.hidden_states))
 
 
 def test_minilm_real_sentence_embeddings(minilm_pair, minilm_dir, diff):
@@ -178,6 +194,30 @@ def test_minilm_round_trip_both_directions(minilm_pair, hf_model, batch, diff, t
     theirs.save_pretrained(tmp_path / "theirs")
     again = BertModel.from_pretrained(tmp_path / "theirs")
     assert diff(run(again, inputs).pooler_output, run(theirs, inputs).pooler_output) <= TOL
+
+
+@pytest.mark.parametrize("layout", ["bin", "bin_shards", "safetensors_shards"])
+def test_minilm_in_every_format(minilm_pair, minilm_dir, batch, diff, tmp_path, layout):
+    ours, theirs = minilm_pair
+    if layout == "safetensors_shards":
+        ours.save_pretrained(tmp_path, max_shard_size="20MB")
+        assert len([n for n in os.listdir(tmp_path) if n.endswith(".safetensors")]) == 4
+    else:
+        state = v4_bin_state(theirs)
+        if layout == "bin":
+            torch.save(state, tmp_path / "pytorch_model.bin")
+        else:
+            names = ["pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"]
+            keys = list(state)
+            parts = [dict((k, state[k]) for k in keys[:50]), dict((k, state[k]) for k in keys[50:])]
+            for name, part in zip(names, parts):
+                torch.save(part, tmp_path / name)
+            weight_map = {k: name for name, part in zip(names, parts) for k in part}
+            (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+        (tmp_path / "config.json").write_text(open(os.path.join(minilm_dir, "config.json")).read())
+    loaded = BertModel.from_pretrained(tmp_path)
+    inputs = batch(30522, T=10, seed=4)
+    assert_same_outputs(run(loaded, inputs), run(theirs, inputs), FIELDS["BertModel"], diff, states=False)
 
 
 # -- inputs -------------------------------------------------------------------------------------------------------
@@ -211,7 +251,7 @@ def test_fully_padded_row_stays_finite(hf_checkpoint, hf_model, diff):
     inputs = {"input_ids": torch.tensor([[5, 6, 7], [0, 0, 0]]), "attention_mask": torch.tensor([[1, 1, 1], [0, 0, 0]])}
     ours = run(BertModel.from_pretrained(folder), inputs, output_attentions=True)
     assert torch.isfinite(ours.last_hidden_state).all() and torch.isfinite(ours.pooler_output).all()
-    theirs = run(hf_model(folder), inputs, output_attentions=True)
+    theirs = run(hf_model(folder, attn="eager"), inputs, output_attentions=True)
     assert diff(ours.last_hidden_state, theirs.last_hidden_state) <= TOL
     assert diff(ours.attentions[0], theirs.attentions[0]) <= TOL
 

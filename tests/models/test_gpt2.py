@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 import transformers
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from pretrained import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 from pretrained.configuration import ConfigError
@@ -260,7 +260,8 @@ def test_save_load_both_directions(hf_dirs, name, tmp_path):
     ref_from_ours, ref = hf(str(tmp_path), name), hf(hf_dirs[name], name)
     ids, mask = right_padded()
     with torch.no_grad():
-        a, b, c = ours(ids, attention_mask=mask), ref_from_ours(ids, attention_mask=mask), ref(ids, attention_mask=mask)
+        a, b, c = (ours(ids, attention_mask=mask), ref_from_ours(ids, attention_mask=mask),
+                   ref(ids, attention_mask=mask))
     assert diff(main_output(a), main_output(b)) <= TOL and diff(main_output(b), main_output(c)) <= TOL
     if name == "GPT2LMHeadModel":
         assert ours.lm_head.weight is ours.transformer.wte.weight
@@ -340,6 +341,8 @@ def test_bad_input_raises_clear_errors(hf_dirs):
         model(torch.ones(1, 3, dtype=torch.long), past_key_values=cache)
     with pytest.raises(ValueError, match="token id 99, outside the vocabulary"):
         model(torch.tensor([[1, 99]]))
+    with pytest.raises(TypeError, match="must be the KVCache .* tuple format is not accepted"):
+        model(torch.tensor([[1]]), past_key_values=((torch.zeros(1, 4, 1, 8),) * 2,) * 2)
     with pytest.raises(ValueError, match=r"position_ids contain position 24"):
         model(torch.tensor([[1, 2]]), position_ids=torch.tensor([[23, 24]]))
     with pytest.raises(ValueError, match=r"attention_mask has shape \(1, 3\), but .* needs \(1, 2\)"):
