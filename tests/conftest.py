@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+
 def pytest_configure(config):
     # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two OpenMP threads waiting
     # on each other make a 1 ms forward take 200 ms.

@@ -157,9 +157,10 @@ class BartLayer(nn.Module):
 class BartStack(nn.Module):
     """What the encoder and decoder share: token + position embeddings, layernorm_embedding, the layers."""
 
-    def __init__(self, config: BartConfig, n_layers: int, n_head: int, ffn_dim: int, is_decoder: bool):
+    def __init__(self, config: BartConfig, n_layers: int, n_head: int, ffn_dim: int, layerdrop: float,
+                 is_decoder: bool):
         super().__init__()
-        self.config = config
+        self.config, self.layerdrop = config, layerdrop
         embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
         self.embed_tokens = BartScaledWordEmbedding(config.vocab_size, config.d_model, config.pad_token_id,
                                                     embed_scale)
@@ -182,13 +183,17 @@ class BartStack(nn.Module):
         x = self.layernorm_embedding(inputs_embeds + self.embed_positions(positions))
         return F.dropout(x, cfg.dropout, self.training)  # (B, T, C)
 
+    def skip_layer(self) -> bool:
+        """LayerDrop (Fan et al., 2019): in training, skip each layer with probability `layerdrop`."""
+        return self.training and self.layerdrop > 0 and bool(torch.rand([]) < self.layerdrop)
+
 
 class BartEncoder(BartStack):
     """Returns BaseModelOutput(last_hidden_state (B, T, C), hidden_states, attentions)."""
 
     def __init__(self, config: BartConfig):
         super().__init__(config, config.encoder_layers, config.encoder_attention_heads, config.encoder_ffn_dim,
-                         is_decoder=False)
+                         config.encoder_layerdrop, is_decoder=False)
 
     def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
                 inputs_embeds: Optional[Tensor] = None, output_attentions: Optional[bool] = None,
@@ -202,6 +207,8 @@ class BartEncoder(BartStack):
         mask = padding_mask(attention_mask, x.dtype)  # (B, 1, 1, T) or None
         hidden_states, attentions = [x], []
         for layer in self.layers:
+            if self.skip_layer():
+                continue
             x, weights, _ = layer(x, mask, need_weights=output_attentions)
             hidden_states.append(x)
             attentions.append(weights)
@@ -220,7 +227,7 @@ class BartDecoder(BartStack):
 
     def __init__(self, config: BartConfig):
         super().__init__(config, config.decoder_layers, config.decoder_attention_heads, config.decoder_ffn_dim,
-                         is_decoder=True)
+                         config.decoder_layerdrop, is_decoder=True)
 
     def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
                 encoder_hidden_states: Optional[Tensor] = None, encoder_attention_mask: Optional[Tensor] = None,
@@ -246,6 +253,8 @@ class BartDecoder(BartStack):
             source_mask = padding_mask(encoder_attention_mask, x.dtype)  # (B, 1, 1, S_enc) or None
         hidden_states, attentions, cross_attentions = [x], [], []
         for i, layer in enumerate(self.layers):
+            if self.skip_layer():
+                continue
             x, weights, cross = layer(x, mask, is_causal, encoder_hidden_states, source_mask, cache, i,
                                       output_attentions)
             hidden_states.append(x)

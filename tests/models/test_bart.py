@@ -151,6 +151,16 @@ def test_shift_tokens_right_matches_transformers():
     assert torch.equal(shift_tokens_right(labels, PAD, EOS), theirs(labels, PAD, EOS))
 
 
+def test_layerdrop_applies_in_training_only():
+    model = BartModel(BartConfig(**TINY, encoder_layerdrop=1.0, decoder_layerdrop=1.0))
+    ids, mask = padded()
+    out = model.train()(ids, attention_mask=mask, output_hidden_states=True)
+    assert len(out.encoder_hidden_states) == len(out.decoder_hidden_states) == 1  # every layer dropped
+    with torch.no_grad():
+        out = model.eval()(ids, attention_mask=mask, output_hidden_states=True)
+    assert len(out.encoder_hidden_states) == len(out.decoder_hidden_states) == 3
+
+
 # -- cached decoding -------------------------------------------------------------------------------------------
 def test_greedy_decoding_with_cache_matches_the_full_pass(hf_dirs):
     """The encoder once, then one decoder token per step with the cache (self- and cross-attention); every

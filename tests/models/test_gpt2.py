@@ -141,6 +141,28 @@ def test_hidden_states_attentions_and_inputs_embeds_match(hf_dirs):
     assert diff(c.last_hidden_state, d.last_hidden_state) <= TOL
 
 
+@pytest.fixture(scope="module")
+def hf_large_weights(tmp_path_factory):
+    """A GPT2Model with weights large enough (std 0.5) that the attention scale and activation matter."""
+    torch.manual_seed(9)
+    model = transformers.GPT2Model(transformers.GPT2Config(**TINY, initializer_range=0.5))
+    folder = str(tmp_path_factory.mktemp("gpt2-large-weights"))
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("override", [dict(scale_attn_by_inverse_layer_idx=True), dict(scale_attn_weights=False),
+                                      dict(activation_function="relu")])
+def test_config_variants_match_transformers(hf_large_weights, override):
+    ids, mask = right_padded()
+    with torch.no_grad():
+        default = GPT2Model.from_pretrained(hf_large_weights)(ids, attention_mask=mask).last_hidden_state
+        a = GPT2Model.from_pretrained(hf_large_weights, **override)(ids, attention_mask=mask).last_hidden_state
+        b = transformers.GPT2Model.from_pretrained(hf_large_weights, attn_implementation="eager", **override).eval()(
+            ids, attention_mask=mask).last_hidden_state
+    assert diff(a, b) <= TOL and diff(a, default) > 1e-3
+
+
 def test_losses_match_transformers(hf_dirs):
     ids, mask = right_padded()
     lm, lm_ref = load(hf_dirs["GPT2LMHeadModel"], "GPT2LMHeadModel"), hf(hf_dirs["GPT2LMHeadModel"],
