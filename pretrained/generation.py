@@ -234,7 +234,8 @@ class GenerationConfig:
             MissingFileError (a FileNotFoundError): the folder or repo has no such file.
             ConfigError: the file is not a JSON object.
         """
-        source = name_or_path if isinstance(name_or_path, Source) else Source(name_or_path, **pop_hub_options(kwargs))
+        options = pop_hub_options(kwargs)
+        source = name_or_path if isinstance(name_or_path, Source) else Source(name_or_path, **options)
         return cls.from_dict(_read_json(source.require(config_file_name or GENERATION_CONFIG_NAME)), **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, config_file_name: Optional[str] = None) -> None:
@@ -507,7 +508,8 @@ def _greedy_or_sample(steps, input_ids: Tensor, procs: list[Processor], cfg: Gen
             if not bool(unfinished.any()):
                 break
         logits = steps.step(tokens, length)
-    return GenerateOutput(sequences=sequences[:, :length], scores=tuple(scores_out) if record_scores else None,
+    return GenerateOutput(sequences=sequences[:, :length].contiguous(),
+                          scores=tuple(scores_out) if record_scores else None,
                           logits=tuple(logits_out) if record_logits else None)
 
 
@@ -623,15 +625,16 @@ def _beam_search(steps, input_ids: Tensor, procs: list[Processor], cfg: Generati
         if not go_on:
             break
         steps.reorder(beam_idx)
-        flat = running[:, :, :length].reshape(B * nb, length)
-        logits = steps.step(flat[:, -1], length)
+        if procs:  # the processors read the whole history of every beam
+            flat = running[:, :, :length].reshape(B * nb, length)
+        logits = steps.step(running[:, :, length - 1].reshape(B * nb), length)
 
     nrs = cfg.num_return_sequences
     sequences = sequences[:, :nrs].reshape(B * nrs, max_length)
     sequences_scores = beam_scores[:, :nrs].reshape(B * nrs)
     beam_indices = beam_indices[:, :nrs].reshape(B * nrs, max_length - T)
     generated = int((beam_indices + 1).bool().sum(dim=1).max())
-    return GenerateOutput(sequences=sequences[:, :T + generated], sequences_scores=sequences_scores,
+    return GenerateOutput(sequences=sequences[:, :T + generated].contiguous(), sequences_scores=sequences_scores,
                           scores=tuple(scores_out) if record_scores else None,
                           logits=tuple(logits_out) if record_logits else None,
                           beam_indices=beam_indices[:, :generated])

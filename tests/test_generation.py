@@ -408,6 +408,16 @@ def test_generation_config_validation():
     assert GenerationConfig(num_return_sequences=3, do_sample=True).num_return_sequences == 3
 
 
+def test_generation_config_file_errors_name_the_file(tmp_path):
+    from pretrained.configuration import ConfigError
+
+    with pytest.raises(FileNotFoundError, match="generation_config.json"):
+        GenerationConfig.from_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").write_text("[1]")
+    with pytest.raises(ConfigError, match="generation_config.json must hold a JSON object"):
+        GenerationConfig.from_pretrained(tmp_path)
+
+
 # -- logits processors against transformers' ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def logits():
