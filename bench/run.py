@@ -272,7 +272,10 @@ def load_pair(kind: str, folder: str, auto: str):
     if not has(PRETRAINED_ARCH[kind]):
         return None, theirs, NOT_IMPLEMENTED
     import pretrained
-    return getattr(pretrained, auto).from_pretrained(folder).eval(), theirs, ""
+    try:
+        return getattr(pretrained, auto).from_pretrained(folder).eval(), theirs, ""
+    except Exception as e:  # a model being written while the benchmark runs: report it, measure the rest
+        return None, theirs, f"error: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
 
 
 def max_diff(a, b) -> float:
