@@ -300,7 +300,7 @@ def bench_bert(reps: int, gemm_gflops: float, log) -> list[Row]:
         flops = bert_flops(theirs.config, B, T)
         peak = gemm_gflops * 1e9
         frac = lambda ts: f"{flops / statistics.median(ts) / peak:.0%}" if ts else "–"  # noqa: E731
-        note = f"max |Δ| {max_diff(outs['ours'], outs['theirs']):.1e}" if ours else ""
+        note = f"max abs diff {max_diff(outs['ours'], outs['theirs']):.1e}" if ours else ""
         speed = {(1, 8): 1.5}.get((B, T), 1.1)
         rows.append(Row(f"BERT-base forward {B}×{T}", "ms", [t * 1e3 for t in t_ours] if t_ours else None,
                         [t * 1e3 for t in t_theirs], ours_na=why, note=note,
@@ -366,7 +366,7 @@ def bench_bart(reps: int, bandwidth: float, log) -> list[Row]:
         t_ours, t_theirs, outs = alternate_timed(n, 1, run_ours, run_theirs)
     note = "encoder + decoder, no LM head"
     if "ours" in outs:
-        note += f", max |Δ| {max_diff(outs['ours'], outs['theirs']):.1e}"
+        note += f", max abs diff {max_diff(outs['ours'], outs['theirs']):.1e}"
     rows = [Row(f"BART-base forward {B}×{T}", "ms", [t * 1e3 for t in t_ours] if t_ours else None,
                 [t * 1e3 for t in t_theirs], ours_na=why, note=note,
                 target=Target("≥ 1.1× faster", lambda o, t, f: o * 1.1 <= t))]

@@ -26,7 +26,11 @@ _LAZY = {
     "GPT2ForSequenceClassification": "models.gpt2",
     "BartConfig": "models.bart", "BartModel": "models.bart", "BartForConditionalGeneration": "models.bart",
     "BartForSequenceClassification": "models.bart",
-    "GenerationConfig": "generation",
+    "GenerationConfig": "generation", "GenerationMixin": "generation", "TextStreamer": "generation",
+    "Tokenizer": "tokenization", "BatchEncoding": "tokenization",
+    "KVCache": "layers",
+    "HubError": "hub", "RepoNotFoundError": "hub", "RevisionNotFoundError": "hub", "GatedRepoError": "hub",
+    "NotCachedError": "hub", "MissingFileError": "hub",
 }
 _ALIASES = {"PreTrainedConfig": "PretrainedConfig"}
 

@@ -39,8 +39,11 @@ BASE_DEFAULTS: dict[str, Any] = {
     "problem_type": None,
 }
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+# "sdpa" (the default): torch's scaled_dot_product_attention; "eager": the explicit softmax(q kᵀ) v, as
+# transformers' eager attention computes it (also used whenever attention weights are returned).
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 # Keys that describe where a config came from, never written to config.json.
-_NOT_SAVED = {"_name_or_path", "name_or_path", "num_labels", "_attn_implementation", "attn_implementation"}
+_NOT_SAVED = {"_name_or_path", "name_or_path", "num_labels", "_attn_implementation"}
 
 
 class ConfigError(ValueError):
@@ -67,6 +70,7 @@ class PretrainedConfig:
         kwargs.pop("model_type", None)
         num_labels = kwargs.pop("num_labels", None)
         self._name_or_path = kwargs.pop("_name_or_path", kwargs.pop("name_or_path", ""))
+        self.attn_implementation = kwargs.pop("attn_implementation", kwargs.pop("_attn_implementation", None))
 
         for name, default in {**BASE_DEFAULTS, **self.field_defaults()}.items():
             value = kwargs.pop(name) if name in kwargs else copy.deepcopy(default)
@@ -108,6 +112,18 @@ class PretrainedConfig:
     @property
     def name_or_path(self) -> str:
         return self._name_or_path
+
+    @property
+    def attn_implementation(self) -> str:
+        """How attention is computed: "sdpa" (default) or "eager"; set with from_pretrained(attn_implementation=…)."""
+        return self._attn_implementation or "sdpa"
+
+    @attn_implementation.setter
+    def attn_implementation(self, value: str | None) -> None:
+        if value is not None and value not in ATTN_IMPLEMENTATIONS:
+            raise ConfigError(f"attn_implementation={value!r} is not supported; use one of "
+                              f"{', '.join(ATTN_IMPLEMENTATIONS)}")
+        object.__setattr__(self, "_attn_implementation", value)
 
     @property
     def num_labels(self) -> int:
@@ -204,7 +220,8 @@ class PretrainedConfig:
             logger.warning("%s has model_type '%s' but is loaded as %s (model_type '%s'); "
                            "results may be wrong", path, file_type, cls.__name__, cls.model_type)
         config_dict["_name_or_path"] = where
-        known = set(BASE_DEFAULTS) | set(cls.field_defaults()) | set(cls.attribute_map) | {"num_labels", "torch_dtype"}
+        known = set(BASE_DEFAULTS) | set(cls.field_defaults()) | set(cls.attribute_map) | {
+            "num_labels", "torch_dtype", "attn_implementation"}
         unused = {k: v for k, v in kwargs.items() if k not in known and k not in config_dict}
         overrides = {k: v for k, v in kwargs.items() if k not in unused}
         try:

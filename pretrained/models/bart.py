@@ -209,7 +209,7 @@ class BartEncoder(BartStack):
         for layer in self.layers:
             if self.skip_layer():
                 continue
-            x, weights, _ = layer(x, mask, need_weights=output_attentions)
+            x, weights, _ = layer(x, mask, need_weights=output_attentions or cfg.attn_implementation == "eager")
             hidden_states.append(x)
             attentions.append(weights)
         out = BaseModelOutput(last_hidden_state=x,
@@ -256,7 +256,7 @@ class BartDecoder(BartStack):
             if self.skip_layer():
                 continue
             x, weights, cross = layer(x, mask, is_causal, encoder_hidden_states, source_mask, cache, i,
-                                      output_attentions)
+                                      output_attentions or cfg.attn_implementation == "eager")
             hidden_states.append(x)
             attentions.append(weights)
             cross_attentions.append(cross)

@@ -163,7 +163,7 @@ class BertModel(BertPreTrainedModel):
         mask = padding_mask(attention_mask, x.dtype)  # (B, 1, 1, T) or None
         hidden_states, attentions = [x], []
         for layer in self.encoder["layer"]:
-            x, weights = layer(x, mask, output_attentions)
+            x, weights = layer(x, mask, output_attentions or cfg.attn_implementation == "eager")
             hidden_states.append(x)
             attentions.append(weights)
         pooled = torch.tanh(self.pooler["dense"](x[:, 0])) if self.pooler is not None else None  # (B, C)

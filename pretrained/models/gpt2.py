@@ -188,7 +188,7 @@ class GPT2Model(GPT2PreTrainedModel):
         mask, is_causal = causal_attention_mask(attention_mask, T, S, x.dtype, x.device)
         hidden_states, attentions = [x], []
         for block in self.h:
-            x, weights = block(x, mask, is_causal, cache, output_attentions)
+            x, weights = block(x, mask, is_causal, cache, output_attentions or cfg.attn_implementation == "eager")
             hidden_states.append(x)
             attentions.append(weights)
         x = self.ln_f(x)

@@ -390,3 +390,20 @@ def test_gradients_flow_and_dropout_applies_in_training(hf_checkpoint, batch):
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(**inputs).logits, model(**inputs).logits)
+
+
+@pytest.mark.parametrize("seed, T", [(4, 10), (6, 16)])
+def test_attn_implementation_eager_matches_transformers_eager(minilm_dir, hf_model, batch, diff, seed, T):
+    """from_pretrained(attn_implementation="eager") computes softmax(q kᵀ) v explicitly, bit for bit as transformers'
+    eager path — on the seeds where transformers' own eager and SDPA paths differ by more than 1e-5."""
+    ours = BertModel.from_pretrained(minilm_dir, attn_implementation="eager")
+    assert ours.config.attn_implementation == "eager"
+    assert "attn_implementation" not in ours.config.to_json_string()
+    inputs = batch(30522, T=T, seed=seed)
+    eager = hf_model(minilm_dir, "BertModel", "eager")
+    assert diff(run(ours, inputs).last_hidden_state, run(eager, inputs).last_hidden_state) == 0.0
+
+
+def test_attn_implementation_unknown_is_refused(minilm_dir):
+    with pytest.raises(ValueError, match="attn_implementation='flash_attention_9'.*sdpa, eager"):
+        BertModel.from_pretrained(minilm_dir, attn_implementation="flash_attention_9")
