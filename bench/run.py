@@ -1,7 +1,7 @@
 """Speed and memory of pretrained against transformers, measured alternately on the same machine in one run.
 
-    .venv/bin/python bench/run.py            # the full run (about 10 minutes on 2 cores), writes bench/RESULTS.md
-    .venv/bin/python bench/run.py --quick    # fewer repetitions (about 5 minutes)
+    .venv/bin/python bench/run.py            # the full run (about 7 minutes on 2 cores), writes bench/RESULTS.md
+    .venv/bin/python bench/run.py --quick    # 2 repetitions instead of 5: a smoke test
     .venv/bin/python bench/run.py --only load,bert    # some sections (import, load, bert, gpt2, bart)
 A quick or partial run writes its table to bench/.work/RESULTS-partial.md, so RESULTS.md always holds a full run.
 
@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 THREADS = 2
@@ -59,8 +59,9 @@ class Row:
     theirs_na: str = ""
     note: str = ""
 
-    def median(self, values):
-        return statistics.median(values) if values else None
+
+def median(values: Optional[list[float]]) -> Optional[float]:
+    return statistics.median(values) if values else None
 
 
 def fmt(values: Optional[list[float]], unit: str, na: str = "") -> str:
@@ -77,7 +78,7 @@ def table(rows: list[Row]) -> str:
     lines = ["| figure | pretrained | transformers | ratio p/t | floor / limit | target | met? |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        ours, theirs, floor = r.median(r.ours), r.median(r.theirs), r.median(r.floor)
+        ours, theirs, floor = median(r.ours), median(r.theirs), median(r.floor)
         ratio = f"{ours / theirs:.2f}" if ours is not None and theirs else ""
         met = ""
         if r.target is not None and ours is not None:
@@ -415,16 +416,18 @@ How it is measured:
   bart-base: 6+6 layers, d_model 768, vocab 50265), plus the real all-MiniLM-L6-v2.
 - Fresh-process figures (imports, from_pretrained, first use) run `bench/child.py` once per repetition, the two
   libraries alternating ABBA; OMP/MKL threads = 2. Import times exclude interpreter start-up. from_pretrained is
-  timed after torch and the library are imported; peak RSS is the child's `ru_maxrss` (interpreter, torch and
-  library included). The weight files are read once beforehand, so every load reads from the page cache; the
-  read floor is a child that `readinto`s the files' bytes into one preallocated buffer.
+  timed after torch and the library are imported; peak RSS is the child's VmHWM (interpreter, torch and
+  library included; not ru_maxrss, which Linux carries over from the parent across fork and exec). The weight
+  files are read once beforehand, so every load reads from the page cache; the read floor is a child that
+  `readinto`s the files' bytes into one preallocated buffer.
 - In-process figures: both models loaded once in one process (transformers with `attn_implementation="sdpa"`,
   its default), `eval()`, `torch.inference_mode()`, `torch.set_num_threads(2)`, warmed up, then alternated
   per repetition. Inputs are random token ids with an all-ones attention mask (no padding).
   "of best GEMM" is the forward's matmul FLOPs (2·linear weights·tokens + 4·B·T²·C per layer) / its median
-  time / the higher of the two fp32 GEMM medians of the same run (MKL through torch.mm; oneDNN's linear). Generation is greedy (`do_sample=False`) with
-  `min_new_tokens = max_new_tokens`, since random weights may favour eos; tokens/s counts the new tokens of
-  every row; "same tokens" means both libraries generated identical ids.
+  time / the higher of the two fp32 GEMM medians of the same run (MKL through torch.mm; oneDNN's linear).
+- Generation is greedy (`do_sample=False`) with `min_new_tokens = max_new_tokens`, since random weights may
+  favour eos; tokens/s counts the new tokens of every row; "same tokens" means both libraries generated
+  identical ids. The GPT-2 limit assumes every weight is read from memory once per decoding step.
 - Ratio = pretrained median / transformers median: below 1 is better for times and memory, above 1 for tokens/s.
 - `from pretrained import AutoModel` does not import torch (the import is deferred to the first model), so the
   honest end-to-end figure is "import + from_pretrained + first forward". Likewise pretrained's weights stay
@@ -452,7 +455,8 @@ def write_results(path: str, rows: list[Row], info: dict, command: str, seconds:
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (about 5 minutes)")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 repetitions instead of 5 (a smoke test, not for quoting)")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections among {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--out", help="where to write the table (default: bench/RESULTS.md for a full run of "
