@@ -490,12 +490,22 @@ def main(argv: Optional[list[str]] = None) -> None:
         rows += bench_import(reps, log)
     if "load" in only:
         rows += bench_load(reps, log)
-    if "bert" in only:
-        rows += bench_bert(reps, gemm, log)
-    if "gpt2" in only:
-        rows += bench_gpt2(reps, bandwidth, log)
-    if "bart" in only:
-        rows += bench_bart(reps, bandwidth, log)
+    # Compute figures twice: pretrained's default (F.linear, bit for bit transformers' numbers), then with the
+    # opt-in oneDNN linear path (PRETRAINED_FAST_LINEAR=1), whose outputs move by ~1e-5.
+    from pretrained import layers
+    for fast in ((False, True) if layers.ONEDNN_AVAILABLE else (False,)):
+        layers.USE_ONEDNN = fast
+        compute: list[Row] = []
+        if "bert" in only:
+            compute += bench_bert(reps, gemm, log)
+        if "gpt2" in only:
+            compute += bench_gpt2(reps, bandwidth, log)
+        if "bart" in only:
+            compute += bench_bart(reps, bandwidth, log)
+        for row in compute:
+            row.figure += " — fast linear, opt-in" if fast else " — default"
+        rows += compute
+    layers.USE_ONEDNN = False
 
     seconds = time.perf_counter() - start
     command = "python bench/run.py" + (" --quick" if args.quick else "") + \

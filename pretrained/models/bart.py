@@ -17,9 +17,9 @@ from torch import Tensor, nn
 
 from ..configuration import PretrainedConfig
 from ..generation import GenerationMixin
-from ..layers import (KVCache, activation, as_batch, attend, causal_attention_mask, check_attention_mask,
-                      check_heads, check_input_ids, check_length, classification_loss, decoder_cache, merge_heads,
-                      padding_mask, split_heads, token_loss)
+from ..layers import (activation, as_batch, attend, causal_attention_mask, check_attention_mask, check_heads,
+                      check_input_ids, check_length, classification_loss, decoder_cache, KVCache, Linear,
+                      merge_heads, padding_mask, split_heads, token_loss)
 from ..modeling import PreTrainedModel
 from ..outputs import (BaseModelOutput, BaseModelOutputWithPast, Seq2SeqLMOutput, Seq2SeqModelOutput,
                        Seq2SeqSequenceClassifierOutput)
@@ -94,7 +94,7 @@ class BartAttention(nn.Module):
         super().__init__()
         check_heads(C, n_head)
         self.n_head, self.dropout = n_head, dropout
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(C, C) for _ in range(4))
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (Linear(C, C) for _ in range(4))
 
     def forward(self, x: Tensor, mask: Optional[Tensor], *, source: Optional[Tensor] = None, is_causal: bool = False,
                 cache: Optional[KVCache] = None, layer_idx: int = 0,
@@ -128,8 +128,8 @@ class BartLayer(nn.Module):
         if cross_attention:
             self.encoder_attn = BartAttention(C, n_head, config.attention_dropout)
             self.encoder_attn_layer_norm = nn.LayerNorm(C)
-        self.fc1 = nn.Linear(C, ffn_dim)
-        self.fc2 = nn.Linear(ffn_dim, C)
+        self.fc1 = Linear(C, ffn_dim)
+        self.fc2 = Linear(ffn_dim, C)
         self.final_layer_norm = nn.LayerNorm(C)
         self.act = activation(config.activation_function)
         self.dropout, self.activation_dropout = config.dropout, config.activation_dropout
@@ -360,7 +360,7 @@ class BartForConditionalGeneration(GenerationMixin, BartPreTrainedModel):
         self.model = BartModel(config)
         # A saved buffer (1, vocab), zeros unless a checkpoint sets it; old checkpoints lack it.
         self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
 
     def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
@@ -393,8 +393,8 @@ class BartForSequenceClassification(BartPreTrainedModel):
     def __init__(self, config: BartConfig):
         super().__init__(config)
         self.model = BartModel(config)
-        self.classification_head = nn.ModuleDict({"dense": nn.Linear(config.d_model, config.d_model),
-                                                  "out_proj": nn.Linear(config.d_model, config.num_labels)})
+        self.classification_head = nn.ModuleDict({"dense": Linear(config.d_model, config.d_model),
+                                                  "out_proj": Linear(config.d_model, config.num_labels)})
         self.head_dropout = nn.Dropout(config.classifier_dropout)
         self.post_init()
 

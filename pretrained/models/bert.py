@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..configuration import PretrainedConfig
-from ..layers import (activation, as_batch, attend, check_heads, check_input_ids, check_length,
-                      classification_loss, merge_heads, padding_mask, split_heads, token_loss)
+from ..layers import (activation, as_batch, attend, check_heads, check_input_ids, check_length, classification_loss,
+                      Linear, merge_heads, padding_mask, split_heads, token_loss)
 from ..modeling import PreTrainedModel
 from ..outputs import (BaseModelOutputWithPooling, MaskedLMOutput, QuestionAnsweringModelOutput,
                        SequenceClassifierOutput, TokenClassifierOutput)
@@ -76,11 +76,11 @@ class BertLayer(nn.Module):
         C, eps = config.hidden_size, config.layer_norm_eps
         self.n_head = config.num_attention_heads
         self.attention = nn.ModuleDict({
-            "self": nn.ModuleDict({"query": nn.Linear(C, C), "key": nn.Linear(C, C), "value": nn.Linear(C, C)}),
-            "output": nn.ModuleDict({"dense": nn.Linear(C, C), "LayerNorm": nn.LayerNorm(C, eps=eps)}),
+            "self": nn.ModuleDict({"query": Linear(C, C), "key": Linear(C, C), "value": Linear(C, C)}),
+            "output": nn.ModuleDict({"dense": Linear(C, C), "LayerNorm": nn.LayerNorm(C, eps=eps)}),
         })
-        self.intermediate = nn.ModuleDict({"dense": nn.Linear(C, config.intermediate_size)})
-        self.output = nn.ModuleDict({"dense": nn.Linear(config.intermediate_size, C),
+        self.intermediate = nn.ModuleDict({"dense": Linear(C, config.intermediate_size)})
+        self.output = nn.ModuleDict({"dense": Linear(config.intermediate_size, C),
                                      "LayerNorm": nn.LayerNorm(C, eps=eps)})
         self.act = activation(config.hidden_act)
         self.attn_dropout = config.attention_probs_dropout_prob
@@ -124,7 +124,7 @@ class BertModel(BertPreTrainedModel):
         self.embeddings = BertEmbeddings(config)
         self.encoder = nn.ModuleDict({"layer": nn.ModuleList(BertLayer(config)
                                                              for _ in range(config.num_hidden_layers))})
-        self.pooler = nn.ModuleDict({"dense": nn.Linear(config.hidden_size, config.hidden_size)}) \
+        self.pooler = nn.ModuleDict({"dense": Linear(config.hidden_size, config.hidden_size)}) \
             if add_pooling_layer else None
         self.post_init()
 
@@ -189,7 +189,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         self.bert = BertModel(config)
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(p)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -210,10 +210,10 @@ class BertForSequenceClassification(BertPreTrainedModel):
 class BertLMPredictionHead(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.transform = nn.ModuleDict({"dense": nn.Linear(config.hidden_size, config.hidden_size),
+        self.transform = nn.ModuleDict({"dense": Linear(config.hidden_size, config.hidden_size),
                                         "LayerNorm": nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)})
         self.act = activation(config.hidden_act)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.decoder = Linear(config.hidden_size, config.vocab_size)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -259,7 +259,7 @@ class BertForTokenClassification(BertPreTrainedModel):
         self.bert = BertModel(config, add_pooling_layer=False)
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(p)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -284,7 +284,7 @@ class BertForQuestionAnswering(BertPreTrainedModel):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=False)
-        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.qa_outputs = Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:

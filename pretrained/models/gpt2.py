@@ -14,11 +14,12 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from .. import layers
 from ..configuration import ConfigError, PretrainedConfig
 from ..generation import GenerationMixin
-from ..layers import (KVCache, activation, as_batch, attend, causal_attention_mask, check_attention_mask,
-                      check_heads, check_input_ids, check_length, check_position_ids, classification_loss,
-                      decoder_cache, merge_heads, split_heads, token_loss)
+from ..layers import (activation, as_batch, attend, causal_attention_mask, check_attention_mask, check_heads,
+                      check_input_ids, check_length, check_position_ids, classification_loss, decoder_cache,
+                      KVCache, Linear, linear, merge_heads, split_heads, token_loss)
 from ..modeling import PreTrainedModel
 from ..outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
 
@@ -72,6 +73,8 @@ class Conv1D(nn.Module):
         self.bias = nn.Parameter(torch.empty(nf))
 
     def forward(self, x: Tensor) -> Tensor:
+        if layers.USE_ONEDNN:  # the opt-in fast path of layers.linear, on a transposed view (no copy)
+            return linear(x, self.weight.t(), self.bias)
         # addmm, as transformers computes it, for bit parity
         return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(*x.shape[:-1], self.nf)
 
@@ -209,7 +212,7 @@ class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config):
         super().__init__(config)
         self.transformer = GPT2Model(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -238,7 +241,7 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config):
         super().__init__(config)
         self.transformer = GPT2Model(config)
-        self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
+        self.score = Linear(config.n_embd, config.num_labels, bias=False)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:

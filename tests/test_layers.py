@@ -1,0 +1,63 @@
+"""Shared maths: the linear fast path is opt-in and changes nothing unless asked."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pretrained import BertModel, layers
+
+needs_onednn = pytest.mark.skipif(not layers.ONEDNN_AVAILABLE, reason="this torch build has no oneDNN")
+
+
+def test_linear_default_is_bitwise_f_linear(monkeypatch):
+    monkeypatch.setattr(layers, "USE_ONEDNN", False)
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(2, 5, 64, generator=g), torch.randn(48, 64, generator=g), torch.randn(48, generator=g)
+    with torch.inference_mode():
+        assert torch.equal(layers.linear(x, w, b), F.linear(x, w, b))
+
+
+@needs_onednn
+def test_fast_linear_is_close_and_only_without_grad(monkeypatch):
+    monkeypatch.setattr(layers, "USE_ONEDNN", True)
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(2, 5, 64, generator=g), torch.randn(48, 64, generator=g), torch.randn(48, generator=g)
+    with torch.inference_mode():
+        fast = layers.linear(x, w, b)
+    assert (fast - F.linear(x, w, b)).abs().max() <= 1e-4
+    # with gradients on, the exact F.linear runs, and backward works
+    x.requires_grad_(True)
+    y = layers.linear(x, w, b)
+    assert torch.equal(y, F.linear(x, w, b))
+    y.sum().backward()
+    assert torch.allclose(x.grad, w.sum(0).expand_as(x), atol=1e-5)
+
+
+@needs_onednn
+def test_fast_linear_on_minilm_stays_close(minilm_dir, monkeypatch):
+    """The opt-in path moves real outputs by about 1e-5 (why it is not the default), never more than 1e-4."""
+    model = BertModel.from_pretrained(minilm_dir)
+    ids = torch.randint(1000, 30000, (3, 16), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    with torch.inference_mode():
+        monkeypatch.setattr(layers, "USE_ONEDNN", False)
+        exact = model(ids, attention_mask=mask).last_hidden_state
+        monkeypatch.setattr(layers, "USE_ONEDNN", True)
+        fast = model(ids, attention_mask=mask).last_hidden_state
+    assert 0 < (fast - exact).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("value, expected", [("1", layers.ONEDNN_AVAILABLE), ("0", False), (None, False)])
+def test_fast_linear_switch_from_environment(value, expected):
+    env = {k: v for k, v in os.environ.items() if k != "PRETRAINED_FAST_LINEAR"}
+    if value is not None:
+        env["PRETRAINED_FAST_LINEAR"] = value
+    out = subprocess.run([sys.executable, "-c", "import pretrained.layers as l; print(l.USE_ONEDNN)"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(expected)
