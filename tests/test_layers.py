@@ -61,3 +61,27 @@ def test_fast_linear_switch_from_environment(value, expected):
     out = subprocess.run([sys.executable, "-c", "import pretrained.layers as l; print(l.USE_ONEDNN)"],
                          env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert out == str(expected)
+
+
+@needs_onednn
+def test_gpt2_fast_path_follows_weight_changes(monkeypatch):
+    """GPT-2's Conv1D keeps an (out, in) copy for the fast path; it must be remade when the weight changes."""
+    from pretrained import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=32)).eval()
+    ids = torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(layers, "USE_ONEDNN", True)
+    with torch.inference_mode():
+        fast = model(ids).logits
+    monkeypatch.setattr(layers, "USE_ONEDNN", False)
+    with torch.inference_mode():
+        exact = model(ids).logits
+    assert (fast - exact).abs().max() <= 1e-5
+    with torch.no_grad():
+        model.transformer.h[0].attn.c_attn.weight.mul_(2.0)
+        exact = model(ids).logits
+    monkeypatch.setattr(layers, "USE_ONEDNN", True)
+    with torch.inference_mode():
+        fast = model(ids).logits
+    assert (fast - exact).abs().max() <= 1e-5

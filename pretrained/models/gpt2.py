@@ -73,10 +73,20 @@ class Conv1D(nn.Module):
         self.bias = nn.Parameter(torch.empty(nf))
 
     def forward(self, x: Tensor) -> Tensor:
-        if layers.USE_ONEDNN:  # the opt-in fast path of layers.linear, on a transposed view (no copy)
-            return linear(x, self.weight.t(), self.bias)
+        if layers.USE_ONEDNN and not torch.is_grad_enabled():  # the opt-in fast path of layers.linear
+            return linear(x, self._weight_out_in(), self.bias)
         # addmm, as transformers computes it, for bit parity
         return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(*x.shape[:-1], self.nf)
+
+    def _weight_out_in(self) -> Tensor:
+        """The weight as (out, in) for the fast path: oneDNN reorders a transposed view on every call, so a
+        contiguous copy is made once (and again if the weight changes). It costs a second copy of the weights;
+        the default path needs none."""
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype)
+        if getattr(self, "_out_in_key", None) != key:
+            self._out_in = self.weight.detach().t().contiguous()
+            self._out_in_key = key
+        return self._out_in
 
 
 class GPT2Block(nn.Module):
