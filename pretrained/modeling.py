@@ -298,6 +298,11 @@ def check_shapes(model: PreTrainedModel, state: dict[str, torch.Tensor], origin:
     expected = model.state_dict()
     mismatched = []
     for key in list(state):
+        if key in expected and expected[key].dtype.is_floating_point != state[key].dtype.is_floating_point:
+            raise ShapeMismatchError(
+                f"weight '{key}' in {origin.get(key, 'the checkpoint')} has dtype {state[key].dtype}, but "
+                f"{type(model).__name__} expects a {'floating-point' if expected[key].dtype.is_floating_point else 'integer'}"
+                f" tensor ({expected[key].dtype}); the checkpoint is not for this architecture or is corrupt.")
         if key in expected and state[key].shape != expected[key].shape:
             got, want = tuple(state[key].shape), tuple(expected[key].shape)
             if not ignore_mismatched_sizes:

@@ -252,6 +252,16 @@ def test_shape_mismatch_names_key_and_shapes(hf_checkpoint, tmp_path):
     assert isinstance(info.value, ValueError)
 
 
+def test_integer_tensor_where_a_weight_belongs_is_named(hf_checkpoint, tmp_path):
+    folder = hf_checkpoint("BertModel")
+    state = hf_state(folder)
+    state["encoder.layer.0.output.dense.bias"] = torch.zeros(32, dtype=torch.int64)
+    save_file(state, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(open(os.path.join(folder, "config.json")).read())
+    with pytest.raises(ShapeMismatchError, match=r"'encoder.layer.0.output.dense.bias'.*torch.int64.*floating-point"):
+        BertModel.from_pretrained(tmp_path)
+
+
 def test_ignore_mismatched_sizes_reinitialises(hf_checkpoint, caplog):
     folder = hf_checkpoint("BertForSequenceClassification")
     with caplog.at_level(logging.WARNING, logger="pretrained"):
