@@ -1010,6 +1010,8 @@ def cli_generate(model_name: str, config, texts: list[str], args) -> None:
         "no_repeat_ngram_size": getattr(args, "no_repeat_ngram_size", None),
     }
     options = {k: v for k, v in options.items() if v is not None}
+    # Refuse bad flags before anything is printed, rather than half-way through the first prompt.
+    check_settings(resolve_generation_config(model.generation_config, None, options)[0], model.config.vocab_size)
     stream = not is_seq2seq and options.get("num_beams", model.generation_config.num_beams or 1) == 1
     print(f"model: {model_name} ({type(model).__name__}, {model.num_parameters() / 1e6:.1f}M parameters)")
     for text in texts:
