@@ -63,10 +63,15 @@ ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mk
 USE_ONEDNN = ONEDNN_AVAILABLE and os.environ.get("PRETRAINED_FAST_LINEAR", "0") == "1"
 
 
+def fast_linear_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether `linear(x, weight)` takes the oneDNN path: switched on, no gradients, CPU, fp32/bf16."""
+    return (USE_ONEDNN and not torch.is_grad_enabled() and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.bfloat16) and weight.dtype == x.dtype)
+
+
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """x @ weight.T + bias, with weight (out, in) as in nn.Linear."""
-    if (USE_ONEDNN and not torch.is_grad_enabled() and x.device.type == "cpu"
-            and x.dtype in (torch.float32, torch.bfloat16) and weight.dtype == x.dtype):
+    if fast_linear_applies(x, weight):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
 
@@ -158,7 +163,7 @@ def check_input_ids(input_ids: Tensor, vocab_size: int, name: str = "input_ids")
         raise ValueError(f"{name} must be integer token ids, got dtype {input_ids.dtype}")
     if input_ids.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(input_ids.shape)})")
-    lo, hi = int(input_ids.min()), int(input_ids.max())
+    lo, hi = torch.stack(torch.aminmax(input_ids)).tolist()  # one device sync for both
     if lo < 0 or hi >= vocab_size:
         bad = lo if lo < 0 else hi
         raise ValueError(f"{name} contains token id {bad}, outside the vocabulary [0, {vocab_size})")

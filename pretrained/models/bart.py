@@ -78,9 +78,9 @@ def shift_tokens_right(input_ids: Tensor, pad_token_id: Optional[int], decoder_s
 class BartScaledWordEmbedding(nn.Embedding):
     """Token embedding times `embed_scale` (sqrt(d_model) when config.scale_embedding, else 1)."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: Optional[int], embed_scale: float):
-        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx)
-        self.embed_scale = embed_scale
+    def __init__(self, config: BartConfig):
+        super().__init__(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
+        self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
 
     def forward(self, input_ids: Tensor) -> Tensor:
         x = super().forward(input_ids)
@@ -161,9 +161,7 @@ class BartStack(nn.Module):
                  is_decoder: bool):
         super().__init__()
         self.config, self.layerdrop = config, layerdrop
-        embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
-        self.embed_tokens = BartScaledWordEmbedding(config.vocab_size, config.d_model, config.pad_token_id,
-                                                    embed_scale)
+        self.embed_tokens = BartScaledWordEmbedding(config)
         # fairseq reserved the first two positions, so the table has 2 more rows and positions start at 2
         self.embed_positions = nn.Embedding(config.max_position_embeddings + 2, config.d_model)
         self.layers = nn.ModuleList(BartLayer(config, n_head, ffn_dim, is_decoder) for _ in range(n_layers))
@@ -296,8 +294,7 @@ class BartModel(BartPreTrainedModel):
 
     def __init__(self, config: BartConfig):
         super().__init__(config)
-        embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
-        self.shared = BartScaledWordEmbedding(config.vocab_size, config.d_model, config.pad_token_id, embed_scale)
+        self.shared = BartScaledWordEmbedding(config)
         self.encoder = BartEncoder(config)
         self.decoder = BartDecoder(config)
         self.post_init()

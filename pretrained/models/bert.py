@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..configuration import PretrainedConfig
-from ..layers import (activation, as_batch, attend, check_heads, check_input_ids, check_length, classification_loss,
-                      Linear, merge_heads, padding_mask, split_heads, token_loss)
+from ..layers import (activation, as_batch, attend, check_attention_mask, check_heads, check_input_ids, check_length,
+                      check_position_ids, classification_loss, Linear, merge_heads, padding_mask, split_heads,
+                      token_loss)
 from ..modeling import PreTrainedModel
 from ..outputs import (BaseModelOutputWithPooling, MaskedLMOutput, QuestionAnsweringModelOutput,
                        SequenceClassifierOutput, TokenClassifierOutput)
@@ -150,16 +151,12 @@ class BertModel(BertPreTrainedModel):
         if position_ids is None:
             check_length(T, cfg.max_position_embeddings)
         else:
-            check_input_ids(position_ids, cfg.max_position_embeddings, "position_ids")
+            check_position_ids(position_ids, cfg.max_position_embeddings)
         if token_type_ids is not None:
             check_input_ids(as_batch(token_type_ids, "token_type_ids"), cfg.type_vocab_size, "token_type_ids")
 
         x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, T, C)
-        if attention_mask is not None:
-            attention_mask = as_batch(attention_mask, "attention_mask")
-            if attention_mask.shape != x.shape[:2]:
-                raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, "
-                                 f"but the input has shape {tuple(x.shape[:2])}")
+        attention_mask = check_attention_mask(attention_mask, x.size(0), x.size(1))
         mask = padding_mask(attention_mask, x.dtype)  # (B, 1, 1, T) or None
         hidden_states, attentions = [x], []
         for layer in self.encoder["layer"]:

@@ -14,12 +14,11 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .. import layers
 from ..configuration import ConfigError, PretrainedConfig
 from ..generation import GenerationMixin
 from ..layers import (activation, as_batch, attend, causal_attention_mask, check_attention_mask, check_heads,
                       check_input_ids, check_length, check_position_ids, classification_loss, decoder_cache,
-                      KVCache, Linear, linear, merge_heads, split_heads, token_loss)
+                      fast_linear_applies, KVCache, Linear, linear, merge_heads, split_heads, token_loss)
 from ..modeling import PreTrainedModel
 from ..outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
 
@@ -73,7 +72,7 @@ class Conv1D(nn.Module):
         self.bias = nn.Parameter(torch.empty(nf))
 
     def forward(self, x: Tensor) -> Tensor:
-        if layers.USE_ONEDNN and not torch.is_grad_enabled():  # the opt-in fast path of layers.linear
+        if fast_linear_applies(x, self.weight):  # the opt-in fast path of layers.linear
             return linear(x, self._weight_out_in(), self.bias)
         # addmm, as transformers computes it, for bit parity
         return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(*x.shape[:-1], self.nf)

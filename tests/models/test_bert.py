@@ -266,7 +266,7 @@ def test_bad_inputs_are_named(hf_checkpoint):
         model(torch.ones(1, 25, dtype=torch.long))
     with pytest.raises(ValueError, match=r"token_type_ids contains token id 2"):
         model(torch.tensor([[1, 2]]), token_type_ids=torch.tensor([[0, 2]]))
-    with pytest.raises(ValueError, match=r"position_ids contains token id 24"):
+    with pytest.raises(ValueError, match=r"position_ids contain position 24"):
         model(torch.tensor([[1, 2]]), position_ids=torch.tensor([[0, 24]]))
     with pytest.raises(ValueError, match=r"attention_mask has shape \(1, 3\)"):
         model(torch.tensor([[1, 2]]), attention_mask=torch.ones(1, 3))
