@@ -671,8 +671,7 @@ class GenerationMixin:
         path = source.file(GENERATION_CONFIG_NAME)
         if path is not None:
             self.generation_config = GenerationConfig.from_json_file(path)
-        else:
-            self.generation_config = GenerationConfig.from_model_config(read_config_dict(source.require("config.json")))
+        # else the `generation_config` property derives the settings from the loaded config, when first asked
 
     def _save_extra(self, save_directory: str) -> None:
         self.generation_config.save_pretrained(save_directory)
