@@ -6,13 +6,13 @@ Shape vocabulary: B batch, T query length, S key length, C channels, nh heads, h
 from __future__ import annotations
 
 import math
-import os
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import fastpath
 from .configuration import ConfigError
 
 
@@ -54,33 +54,45 @@ def activation(name: str) -> Callable[[Tensor], Tensor]:
 
 
 # -- linear layers -----------------------------------------------------------------------------------------
-# Opt-in fast path. For inference on the CPU, oneDNN's inner product is 1.2-2x faster than the default BLAS path
-# on these models' shapes (bench/RESULTS.md), but it sums in another order: outputs move by ~1e-5 on real
-# checkpoints (2.6e-5 on all-MiniLM-L6-v2), past the 1e-5 parity we promise. So the default is F.linear, bit for
-# bit what transformers computes; PRETRAINED_FAST_LINEAR=1 (or setting USE_ONEDNN = True) turns oneDNN on.
-# It has no backward: with gradients enabled, and on other devices or dtypes, F.linear is used regardless.
-ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-USE_ONEDNN = ONEDNN_AVAILABLE and os.environ.get("PRETRAINED_FAST_LINEAR", "0") == "1"
-
-
-def fast_linear_applies(x: Tensor, weight: Tensor) -> bool:
-    """Whether `linear(x, weight)` takes the oneDNN path: switched on, no gradients, CPU, fp32/bf16."""
-    return (USE_ONEDNN and not torch.is_grad_enabled() and x.device.type == "cpu"
-            and x.dtype in (torch.float32, torch.bfloat16) and weight.dtype == x.dtype)
-
-
-def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-    """x @ weight.T + bias, with weight (out, in) as in nn.Linear."""
-    if fast_linear_applies(x, weight):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+# Default mode: inference on the CPU goes through oneDNN on weights packed once (fastpath.py); outputs move by
+# summation order only (<= 1e-4). Exact mode (`model.exact = True`, from_pretrained(exact=True) or
+# PRETRAINED_EXACT=1), and any call autograd records, use F.linear: transformers' bits.
+def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, exact: Optional[bool] = None) -> Tensor:
+    """x @ weight.T + bias, with weight (out, in) as in nn.Linear; `exact` None follows the default mode."""
+    if fastpath.fast_applies(x, weight, exact) and (bias is None or bias.dtype == x.dtype):
+        return packed_linear(x, weight, bias)
+    if fastpath.has_pack(weight) and torch.is_grad_enabled():
+        fastpath.drop_pack(weight)  # training: the pack would go stale at the first step, free it now
     return F.linear(x, weight, bias)
 
 
+def packed_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, transposed: bool = False) -> Tensor:
+    """The fast path itself: oneDNN's inner product on the packed weight (`transposed`: weight is (in, out))."""
+    return torch.ops.mkldnn._linear_pointwise(x, fastpath.packed_weight(weight, transposed), bias, "none", [], "")
+
+
 class Linear(nn.Linear):
-    """nn.Linear (same parameters, same checkpoint keys) whose inference goes through `linear`."""
+    """nn.Linear (same parameters, same checkpoint keys) whose inference goes through `linear`.
+
+    `exact`: None follows the default mode; PreTrainedModel.exact sets it on every layer of a model.
+    """
+
+    exact: Optional[bool] = None
 
     def forward(self, x: Tensor) -> Tensor:
-        return linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias, exact=self.exact)
+
+    def prepack(self) -> bool:
+        """Pack the weight now if the fast path will take it (fastpath.prepare_for_inference); True if packed."""
+        return prepack(self.weight, self.exact)
+
+
+def prepack(weight: Tensor, exact: Optional[bool], transposed: bool = False) -> bool:
+    """Pack a linear layer's weight ahead of its first forward, when the fast path would use it."""
+    if weight.is_meta or not fastpath.fast_applies(weight.new_empty(0), weight.detach(), exact):
+        return False
+    fastpath.packed_weight(weight, transposed)
+    return True
 
 
 # -- heads -------------------------------------------------------------------------------------------------

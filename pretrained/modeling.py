@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Optional
 import torch
 from torch import nn
 
+from . import fastpath
 from .configuration import PretrainedConfig
 from .hub import Source, pop_hub_options
 from .weights import find_weights, read_weights, write_weights
@@ -73,6 +74,31 @@ class PreTrainedModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def exact(self) -> bool:
+        """Exact mode: True computes transformers' bits; False (the default unless PRETRAINED_EXACT=1) takes the
+        fast CPU path, within 1e-4 of them (fastpath.py). Setting it sets every layer of the model."""
+        return fastpath.EXACT if self._exact is None else self._exact
+
+    @exact.setter
+    def exact(self, value: Optional[bool]) -> None:
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"exact must be True, False or None (follow PRETRAINED_EXACT), got {value!r}")
+        for module in self.modules():
+            if isinstance(module, PreTrainedModel):
+                module._exact = value
+            elif hasattr(module, "prepack"):  # the layers with a fast path (layers.Linear, GPT-2's Conv1D)
+                module.exact = value
+        if self.exact:
+            fastpath.drop_packs(self)
+
+    _exact: Optional[bool] = None
+
+    def _apply(self, fn, recurse: bool = True):
+        # .to() / .half() / .cuda() replace the weights: packs of the old ones would only hold memory
+        fastpath.drop_packs(self)
+        return super()._apply(fn, recurse)
 
     @property
     def base_model(self) -> nn.Module:
@@ -135,7 +161,8 @@ class PreTrainedModel(nn.Module):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *,
                         config: Optional[PretrainedConfig] = None, dtype: Any = None, torch_dtype: Any = None,
-                        ignore_mismatched_sizes: bool = False, **kwargs) -> "PreTrainedModel":
+                        ignore_mismatched_sizes: bool = False, exact: Optional[bool] = None,
+                        **kwargs) -> "PreTrainedModel":
         """Load a model from a folder or Hub id.
 
         Args:
@@ -144,6 +171,8 @@ class PreTrainedModel(nn.Module):
             dtype / torch_dtype: torch dtype or its name; "auto" (the default) keeps the checkpoint's: the dtype
                 its config.json declares, else that of its weights.
             ignore_mismatched_sizes: re-initialise weights whose shape differs instead of raising.
+            exact: True for transformers' exact numbers, False for the fast path, None (the default) for the
+                mode PRETRAINED_EXACT sets (fast unless it is 1); see `exact`.
             **kwargs: download options (revision, cache_dir, token, local_files_only, force_download,
                 subfolder) and config overrides such as num_labels=3.
 
@@ -167,7 +196,11 @@ class PreTrainedModel(nn.Module):
         model.config.dtype = _dtype_name(target)
         model.config._name_or_path = source.name_or_path
         model._load_extra(source)
-        return model.eval()
+        model.eval()
+        if exact is not None:
+            model.exact = exact
+        prepare_for_inference(model)
+        return model
 
     # -- saving -------------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, *, safe_serialization: bool = True,
@@ -351,6 +384,12 @@ def report(model: PreTrainedModel, source: Source, config: PretrainedConfig, mis
     for key, got, want in mismatched:
         logger.warning("Weight '%s' of the checkpoint at %s has shape %s, %s expects %s: newly initialised.",
                        key, source, got, name, want)
+
+
+def prepare_for_inference(model: PreTrainedModel) -> None:
+    """from_pretrained's last step: no cold first forward. Packs the linear weights for the fast path now and
+    maps the other weights' pages into the process (fastpath.prepare_for_inference)."""
+    fastpath.prepare_for_inference(model)
 
 
 # -- small helpers on parameter paths --------------------------------------------------------------------------

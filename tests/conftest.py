@@ -100,6 +100,28 @@ def hf_model():
     return load
 
 
+# -- the two numeric modes ---------------------------------------------------------------------------------------
+# Every parity test takes the `tol` fixture and so runs twice: in exact mode (transformers' bits: max abs diff
+# <= 1e-5, 0 where the maths is the same) and in default mode (the fast path: <= 1e-4, same generated tokens).
+MODE_TOLERANCE = {"exact": 1e-5, "default": 1e-4}
+
+
+@pytest.fixture(params=list(MODE_TOLERANCE))
+def mode(request, monkeypatch) -> str:
+    """"exact" or "default": the numeric mode of every model in the test that did not choose one with `exact=`
+    (it sets fastpath.EXACT, what PRETRAINED_EXACT sets, for the test's duration)."""
+    from pretrained import fastpath
+
+    monkeypatch.setattr(fastpath, "EXACT", request.param == "exact")
+    return request.param
+
+
+@pytest.fixture
+def tol(mode) -> float:
+    """The max abs difference from transformers allowed in the current `mode` (a test asking for it runs in both)."""
+    return MODE_TOLERANCE[mode]
+
+
 def make_batch(vocab_size: int, T: int = 12, B: int = 4, type_vocab_size: int = 2, seed: int = 0) -> dict:
     """A padded batch: one full row, one half padded, one with a single real token (almost all padding), one
     three tokens short; token_type_ids switch to the last segment half-way; padded places hold pad id 0."""

@@ -14,11 +14,12 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from .. import fastpath
 from ..configuration import ConfigError, PretrainedConfig
 from ..generation import GenerationMixin
 from ..layers import (activation, as_batch, attend, causal_attention_mask, check_attention_mask, check_heads,
                       check_input_ids, check_length, check_position_ids, classification_loss, decoder_cache,
-                      fast_linear_applies, KVCache, Linear, linear, merge_heads, split_heads, token_loss)
+                      KVCache, Linear, merge_heads, packed_linear, prepack, split_heads, token_loss)
 from ..modeling import PreTrainedModel
 from ..outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
 
@@ -71,21 +72,16 @@ class Conv1D(nn.Module):
         self.weight = nn.Parameter(torch.empty(nx, nf))
         self.bias = nn.Parameter(torch.empty(nf))
 
+    exact: Optional[bool] = None  # as layers.Linear.exact
+
     def forward(self, x: Tensor) -> Tensor:
-        if fast_linear_applies(x, self.weight):  # the opt-in fast path of layers.linear
-            return linear(x, self._weight_out_in(), self.bias)
+        if fastpath.fast_applies(x, self.weight, self.exact):  # layers.linear's fast path, packed from (in, out)
+            return packed_linear(x, self.weight, self.bias, transposed=True)
         # addmm, as transformers computes it, for bit parity
         return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(*x.shape[:-1], self.nf)
 
-    def _weight_out_in(self) -> Tensor:
-        """The weight as (out, in) for the fast path: oneDNN reorders a transposed view on every call, so a
-        contiguous copy is made once (and again if the weight changes). It costs a second copy of the weights;
-        the default path needs none."""
-        key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype)
-        if getattr(self, "_out_in_key", None) != key:
-            self._out_in = self.weight.detach().t().contiguous()
-            self._out_in_key = key
-        return self._out_in
+    def prepack(self) -> bool:
+        return prepack(self.weight, self.exact, transposed=True)
 
 
 class GPT2Block(nn.Module):

@@ -25,7 +25,6 @@ BOS, PAD, EOS = 0, 1, 2
 TINY = dict(vocab_size=99, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
             decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=41, max_position_embeddings=24,
             scale_embedding=True)
-TOL = 1e-5
 
 
 def diff(a, b, keep=None) -> float:
@@ -90,18 +89,18 @@ def main_output(out):
 # -- forward parity --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("name", list(CLASSES))
-def test_forward_matches_transformers_with_padding(hf_dirs, name, attn):
+def test_forward_matches_transformers_with_padding(hf_dirs, name, attn, tol):
     """Decoder inputs made by shifting input_ids right, as BartModel does when none are given."""
     model, ref = load(hf_dirs[name], name), hf(hf_dirs[name], name, attn)
     ids, mask = padded()
     with torch.no_grad():
         a, b = model(ids, attention_mask=mask), ref(ids, attention_mask=mask)
     assert main_output(a).shape == main_output(b).shape
-    assert diff(main_output(a), main_output(b)) <= TOL
-    assert diff(a.encoder_last_hidden_state, b.encoder_last_hidden_state) <= TOL
+    assert diff(main_output(a), main_output(b)) <= tol
+    assert diff(a.encoder_last_hidden_state, b.encoder_last_hidden_state) <= tol
 
 
-def test_every_output_matches_with_padded_decoder_inputs(hf_dirs):
+def test_every_output_matches_with_padded_decoder_inputs(hf_dirs, tol):
     name = "BartForConditionalGeneration"
     model, ref = load(hf_dirs[name], name), hf(hf_dirs[name], name)
     ids, mask = padded()
@@ -110,21 +109,21 @@ def test_every_output_matches_with_padded_decoder_inputs(hf_dirs):
                   output_attentions=True, output_hidden_states=True)
     with torch.no_grad():
         a, b = model(ids, **kwargs), ref(ids, **kwargs)
-    assert diff(a.logits, b.logits) <= TOL
+    assert diff(a.logits, b.logits) <= tol
     with torch.no_grad():  # encoder outputs given as a dataclass, a tuple or a tensor
         for given in (BaseModelOutput(a.encoder_last_hidden_state), (a.encoder_last_hidden_state,),
                       a.encoder_last_hidden_state):
             c = model(encoder_outputs=given, attention_mask=mask, decoder_input_ids=dec,
                       decoder_attention_mask=dec_mask)
-            assert diff(c.logits, a.logits) <= TOL
+            assert diff(c.logits, a.logits) <= tol
     for field in ("decoder_hidden_states", "decoder_attentions", "cross_attentions", "encoder_hidden_states",
                   "encoder_attentions"):
         ours, theirs = getattr(a, field), getattr(b, field)
         assert len(ours) == len(theirs) >= 2, field
-        assert max(diff(x, y) for x, y in zip(ours, theirs)) <= TOL, field
+        assert max(diff(x, y) for x, y in zip(ours, theirs)) <= tol, field
 
 
-def test_losses_and_tuple_outputs_match_transformers(hf_dirs):
+def test_losses_and_tuple_outputs_match_transformers(hf_dirs, tol):
     ids, mask = padded()
     name = "BartForConditionalGeneration"
     model, ref = load(hf_dirs[name], name), hf(hf_dirs[name], name)
@@ -133,7 +132,7 @@ def test_losses_and_tuple_outputs_match_transformers(hf_dirs):
     with torch.no_grad():
         a, b = model(ids, attention_mask=mask, labels=labels), ref(ids, attention_mask=mask, labels=labels)
         as_tuple = model(ids, attention_mask=mask, labels=labels, return_dict=False)
-    assert abs(a.loss - b.loss) <= TOL and diff(a.logits, b.logits) <= TOL
+    assert abs(a.loss - b.loss) <= tol and diff(a.logits, b.logits) <= tol
     assert a.past_key_values is None  # labels turn the cache off, as in transformers
     assert torch.equal(as_tuple[0], a.loss) and torch.equal(as_tuple[1], a.logits)
     name = "BartForSequenceClassification"
@@ -141,7 +140,7 @@ def test_losses_and_tuple_outputs_match_transformers(hf_dirs):
     labels = torch.tensor([0, 2, 1, 2])
     with torch.no_grad():
         a, b = model(ids, attention_mask=mask, labels=labels), ref(ids, attention_mask=mask, labels=labels)
-    assert a.logits.shape == (4, 3) and abs(a.loss - b.loss) <= TOL
+    assert a.logits.shape == (4, 3) and abs(a.loss - b.loss) <= tol
 
 
 def test_shift_tokens_right_matches_transformers():
@@ -162,7 +161,7 @@ def test_layerdrop_applies_in_training_only():
 
 
 # -- cached decoding -------------------------------------------------------------------------------------------
-def test_greedy_decoding_with_cache_matches_the_full_pass(hf_dirs):
+def test_greedy_decoding_with_cache_matches_the_full_pass(hf_dirs, tol):
     """The encoder once, then one decoder token per step with the cache (self- and cross-attention); every
     step's logits equal transformers' logits of one full pass over the decoded sequence."""
     name = "BartForConditionalGeneration"
@@ -180,10 +179,10 @@ def test_greedy_decoding_with_cache_matches_the_full_pass(hf_dirs):
             dec = torch.cat([dec, out.logits[:, -1].argmax(-1, keepdim=True)], 1)
         full = ref(ids, attention_mask=mask, decoder_input_ids=dec[:, :-1]).logits
     assert isinstance(cache, KVCache) and cache.get_seq_length() == 9 and cache.get_cross(0) is not None
-    assert diff(torch.cat(steps, 1), full) <= TOL
+    assert diff(torch.cat(steps, 1), full) <= tol
 
 
-def test_cache_reorder_for_beam_search(hf_dirs):
+def test_cache_reorder_for_beam_search(hf_dirs, tol):
     name = "BartForConditionalGeneration"
     model = load(hf_dirs[name], name)
     ids, mask = padded(B=3)
@@ -194,12 +193,12 @@ def test_cache_reorder_for_beam_search(hf_dirs):
         step = model(ids[beam_idx], attention_mask=mask[beam_idx], decoder_input_ids=dec[beam_idx, 4:],
                      past_key_values=cache.reorder(beam_idx)).logits
         full = model(ids[beam_idx], attention_mask=mask[beam_idx], decoder_input_ids=dec[beam_idx]).logits
-    assert diff(step, full[:, 4:]) <= TOL
+    assert diff(step, full[:, 4:]) <= tol
 
 
 # -- save / load -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(CLASSES))
-def test_save_load_both_directions(hf_dirs, name, tmp_path):
+def test_save_load_both_directions(hf_dirs, name, tmp_path, tol):
     model = load(hf_dirs[name], name)
     model.save_pretrained(tmp_path)
     keys = set(load_file(tmp_path / "model.safetensors"))
@@ -212,14 +211,14 @@ def test_save_load_both_directions(hf_dirs, name, tmp_path):
     with torch.no_grad():
         a, b, c = (model(ids, attention_mask=mask), ref_from_ours(ids, attention_mask=mask),
                    ref(ids, attention_mask=mask))
-    assert diff(main_output(a), main_output(b)) <= TOL and diff(main_output(b), main_output(c)) <= TOL
+    assert diff(main_output(a), main_output(b)) <= tol and diff(main_output(b), main_output(c)) <= tol
     base = model if name == "BartModel" else model.model
     assert base.encoder.embed_tokens.weight is base.shared.weight is base.decoder.embed_tokens.weight
     if name == "BartForConditionalGeneration":
         assert model.lm_head.weight is base.shared.weight
 
 
-def test_fairseq_era_file_loads_without_warnings(hf_dirs, tmp_path, caplog):
+def test_fairseq_era_file_loads_without_warnings(hf_dirs, tmp_path, caplog, tol):
     """`encoder.version`/`decoder.version` keys, no final_logits_bias, every tied copy saved, as a .bin file."""
     src = hf_dirs["BartForConditionalGeneration"]
     state = load_file(f"{src}/model.safetensors")
@@ -237,12 +236,12 @@ def test_fairseq_era_file_loads_without_warnings(hf_dirs, tmp_path, caplog):
     ref = hf(str(tmp_path), "BartForConditionalGeneration")
     ids, mask = padded()
     with torch.no_grad():
-        assert diff(model(ids, attention_mask=mask).logits, ref(ids, attention_mask=mask).logits) <= TOL
+        assert diff(model(ids, attention_mask=mask).logits, ref(ids, attention_mask=mask).logits) <= tol
         assert diff(base(ids, attention_mask=mask).last_hidden_state,
-                    ref.model(ids, attention_mask=mask).last_hidden_state) <= TOL
+                    ref.model(ids, attention_mask=mask).last_hidden_state) <= tol
 
 
-def test_untied_embeddings_are_saved_separately(tmp_path):
+def test_untied_embeddings_are_saved_separately(tmp_path, tol):
     ref = build_hf("BartForConditionalGeneration", 7, tie_word_embeddings=False)
     ref.save_pretrained(tmp_path / "hf")
     model = BartForConditionalGeneration.from_pretrained(tmp_path / "hf")
@@ -253,7 +252,7 @@ def test_untied_embeddings_are_saved_separately(tmp_path):
     assert saved["ours"] == saved["hf"] and "model.encoder.embed_tokens.weight" in saved["ours"]
     ids, mask = padded()
     with torch.no_grad():
-        assert diff(model(ids, attention_mask=mask).logits, ref(ids, attention_mask=mask).logits) <= TOL
+        assert diff(model(ids, attention_mask=mask).logits, ref(ids, attention_mask=mask).logits) <= tol
 
 
 def test_auto_classes_pick_bart(hf_dirs):

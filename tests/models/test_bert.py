@@ -21,20 +21,19 @@ FIELDS = {
     "BertForTokenClassification": ("logits",),
     "BertForQuestionAnswering": ("start_logits", "end_logits"),
 }
-TOL = 1e-5
 
 
-def assert_same_outputs(ours, theirs, fields, diff, states: bool = True) -> None:
+def assert_same_outputs(ours, theirs, fields, diff, tol, states: bool = True) -> None:
     for field in fields:
         a, b = getattr(ours, field), getattr(theirs, field)
         assert a.shape == b.shape and a.dtype == b.dtype, field
-        assert diff(a, b) <= TOL, (field, diff(a, b))
+        assert diff(a, b) <= tol, (field, diff(a, b))
     if states:
         for name in ("hidden_states", "attentions"):
             a, b = getattr(ours, name), getattr(theirs, name)
             assert isinstance(a, tuple) and len(a) == len(b) > 0, name
             for i, (x, y) in enumerate(zip(a, b)):
-                assert x.shape == y.shape and diff(x, y) <= TOL, (name, i, diff(x, y))
+                assert x.shape == y.shape and diff(x, y) <= tol, (name, i, diff(x, y))
 
 
 def run(model, inputs, **kwargs):
@@ -45,23 +44,23 @@ def run(model, inputs, **kwargs):
 # -- parity: transformers saves, we load --------------------------------------------------------------------------
 @pytest.mark.parametrize("size", ["tiny", "odd"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_we_load_what_transformers_saves(hf_checkpoint, hf_model, bert_sizes, batch, diff, arch, size):
+def test_we_load_what_transformers_saves(hf_checkpoint, hf_model, bert_sizes, batch, diff, arch, size, tol):
     sizes = bert_sizes[size]
     folder = hf_checkpoint(arch, **sizes)
     ours = getattr(bert, arch).from_pretrained(folder)
     inputs = batch(sizes["vocab_size"], T=12, type_vocab_size=sizes["type_vocab_size"])
     ours_out = run(ours, inputs, output_hidden_states=True, output_attentions=True)
     eager = run(hf_model(folder, arch, "eager"), inputs, output_hidden_states=True, output_attentions=True)
-    assert_same_outputs(ours_out, eager, FIELDS[arch], diff)
+    assert_same_outputs(ours_out, eager, FIELDS[arch], diff, tol)
     # transformers' default (SDPA) path is within the same tolerance; so is ours without attention weights
     sdpa = run(hf_model(folder, arch, "sdpa"), inputs)
-    assert_same_outputs(run(ours, inputs), sdpa, FIELDS[arch], diff, states=False)
+    assert_same_outputs(run(ours, inputs), sdpa, FIELDS[arch], diff, tol, states=False)
 
 
 # -- parity: we save, transformers loads --------------------------------------------------------------------------
 @pytest.mark.parametrize("size", ["tiny", "odd"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_transformers_loads_what_we_save(hf_checkpoint, hf_model, bert_sizes, batch, diff, tmp_path, arch, size):
+def test_transformers_loads_what_we_save(hf_checkpoint, hf_model, bert_sizes, batch, diff, tmp_path, arch, size, tol):
     sizes = bert_sizes[size]
     ours = getattr(bert, arch).from_pretrained(hf_checkpoint(arch, **sizes, seed=1))
     ours.save_pretrained(tmp_path)
@@ -71,17 +70,17 @@ def test_transformers_loads_what_we_save(hf_checkpoint, hf_model, bert_sizes, ba
     inputs = batch(sizes["vocab_size"], type_vocab_size=sizes["type_vocab_size"], seed=1)
     assert_same_outputs(run(ours, inputs, output_hidden_states=True, output_attentions=True),
                         run(theirs.eval(), inputs, output_hidden_states=True, output_attentions=True),
-                        FIELDS[arch], diff)
+                        FIELDS[arch], diff, tol)
 
 
-def test_fresh_model_saved_by_us_matches_in_transformers(hf_model, batch, diff, tmp_path, bert_sizes):
+def test_fresh_model_saved_by_us_matches_in_transformers(hf_model, batch, diff, tmp_path, bert_sizes, tol):
     torch.manual_seed(0)
     ours = bert.BertForMaskedLM(BertConfig(**bert_sizes["odd"])).eval()
     ours.save_pretrained(tmp_path)
     theirs = hf_model(str(tmp_path), "BertForMaskedLM")
     assert theirs.cls.predictions.decoder.weight is theirs.bert.embeddings.word_embeddings.weight
     inputs = batch(101, type_vocab_size=3)
-    assert diff(run(ours, inputs).logits, run(theirs, inputs).logits) <= TOL
+    assert diff(run(ours, inputs).logits, run(theirs, inputs).logits) <= tol
 
 
 # -- checkpoint formats -----------------------------------------------------------------------------------------------
@@ -95,7 +94,7 @@ def v4_bin_state(model) -> dict:
 
 @pytest.mark.parametrize("layout", ["bin", "bin_shards", "safetensors_shards"])
 @pytest.mark.parametrize("arch", ["BertForMaskedLM", "BertForSequenceClassification"])
-def test_checkpoint_formats(hf_checkpoint, hf_model, batch, diff, tmp_path, arch, layout, caplog):
+def test_checkpoint_formats(hf_checkpoint, hf_model, batch, diff, tmp_path, arch, layout, caplog, tol):
     folder = hf_checkpoint(arch)
     theirs = hf_model(folder, arch)
     if layout == "safetensors_shards":
@@ -120,11 +119,11 @@ def test_checkpoint_formats(hf_checkpoint, hf_model, batch, diff, tmp_path, arch
         ours = getattr(bert, arch).from_pretrained(tmp_path)
     assert caplog.text == ""
     inputs = batch(99)
-    assert_same_outputs(run(ours, inputs), run(theirs, inputs), FIELDS[arch], diff, states=False)
+    assert_same_outputs(run(ours, inputs), run(theirs, inputs), FIELDS[arch], diff, tol, states=False)
     # and transformers reads what we save from it, sharded too
     ours.save_pretrained(tmp_path / "out", max_shard_size="30KB")
     again = hf_model(str(tmp_path / "out"), arch)
-    assert_same_outputs(run(again, inputs), run(theirs, inputs), FIELDS[arch], diff, states=False)
+    assert_same_outputs(run(again, inputs), run(theirs, inputs), FIELDS[arch], diff, tol, states=False)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -138,14 +137,14 @@ def test_half_precision_parity(hf_checkpoint, hf_model, batch, diff, dtype):
     assert diff(a, b) <= 1e-2  # a few ulps of a half-precision value near 0.5
 
 
-def test_bin_we_save_is_read_by_transformers(hf_checkpoint, hf_model, batch, diff, tmp_path):
+def test_bin_we_save_is_read_by_transformers(hf_checkpoint, hf_model, batch, diff, tmp_path, tol):
     folder = hf_checkpoint("BertForTokenClassification")
     ours = bert.BertForTokenClassification.from_pretrained(folder)
     ours.save_pretrained(tmp_path, safe_serialization=False)
     assert sorted(os.listdir(tmp_path)) == ["config.json", "pytorch_model.bin"]
     theirs = hf_model(str(tmp_path), "BertForTokenClassification")
     inputs = batch(99)
-    assert diff(run(ours, inputs).logits, run(theirs, inputs).logits) <= TOL
+    assert diff(run(ours, inputs).logits, run(theirs, inputs).logits) <= tol
 
 
 # -- the real all-MiniLM-L6-v2 ------------------------------------------------------------------------------------
@@ -156,19 +155,19 @@ def minilm_pair(minilm_dir, hf_model):
 
 
 @pytest.mark.parametrize("seed, T", [(0, 16), (4, 10), (6, 16)])  # 4 and 6: transformers' eager and sdpa differ
-def test_minilm_parity(minilm_pair, minilm_dir, hf_model, batch, diff, seed, T):  # by > 1e-5 on these
+def test_minilm_parity(minilm_pair, minilm_dir, hf_model, batch, diff, seed, T, tol):  # by > 1e-5 on these
     ours, theirs = minilm_pair
     inputs = batch(30522, T=T, seed=seed)
     eager = hf_model(minilm_dir, "BertModel", "eager")
     assert_same_outputs(run(ours, inputs, output_hidden_states=True, output_attentions=True),
                         run(eager, inputs, output_hidden_states=True, output_attentions=True),
-                        FIELDS["BertModel"], diff)
+                        FIELDS["BertModel"], diff, tol)
     ours_out, theirs_out = run(ours, inputs, output_hidden_states=True), run(theirs, inputs, output_hidden_states=True)
-    assert_same_outputs(ours_out, theirs_out, FIELDS["BertModel"], diff, states=False)
-    assert all(diff(a, b) <= TOL for a, b in zip(ours_out.hidden_states, theirs_out.hidden_states))
+    assert_same_outputs(ours_out, theirs_out, FIELDS["BertModel"], diff, tol, states=False)
+    assert all(diff(a, b) <= tol for a, b in zip(ours_out.hidden_states, theirs_out.hidden_states))
 
 
-def test_minilm_real_sentence_embeddings(minilm_pair, minilm_dir, diff):
+def test_minilm_real_sentence_embeddings(minilm_pair, minilm_dir, diff, tol):
     """Tokenised sentences as sentence-transformers feeds them: mean pooling over the mask."""
     from tokenizers import Tokenizer
 
@@ -181,23 +180,23 @@ def test_minilm_real_sentence_embeddings(minilm_pair, minilm_dir, diff):
     ours, theirs = minilm_pair
     a, b = run(ours, inputs).last_hidden_state, run(theirs, inputs).last_hidden_state
     mask = inputs["attention_mask"][..., None].float()
-    assert diff((a * mask).sum(1) / mask.sum(1), (b * mask).sum(1) / mask.sum(1)) <= TOL
-    assert diff(a, b) <= TOL
+    assert diff((a * mask).sum(1) / mask.sum(1), (b * mask).sum(1) / mask.sum(1)) <= tol
+    assert diff(a, b) <= tol
 
 
-def test_minilm_round_trip_both_directions(minilm_pair, hf_model, batch, diff, tmp_path):
+def test_minilm_round_trip_both_directions(minilm_pair, hf_model, batch, diff, tmp_path, tol):
     ours, theirs = minilm_pair
     inputs = batch(30522, T=10, seed=3)
     ours.save_pretrained(tmp_path / "ours")
     assert diff(run(hf_model(str(tmp_path / "ours")), inputs).last_hidden_state,
-                run(theirs, inputs).last_hidden_state) <= TOL
+                run(theirs, inputs).last_hidden_state) <= tol
     theirs.save_pretrained(tmp_path / "theirs")
     again = BertModel.from_pretrained(tmp_path / "theirs")
-    assert diff(run(again, inputs).pooler_output, run(theirs, inputs).pooler_output) <= TOL
+    assert diff(run(again, inputs).pooler_output, run(theirs, inputs).pooler_output) <= tol
 
 
 @pytest.mark.parametrize("layout", ["bin", "bin_shards", "safetensors_shards"])
-def test_minilm_in_every_format(minilm_pair, minilm_dir, batch, diff, tmp_path, layout):
+def test_minilm_in_every_format(minilm_pair, minilm_dir, batch, diff, tmp_path, layout, tol):
     ours, theirs = minilm_pair
     if layout == "safetensors_shards":
         ours.save_pretrained(tmp_path, max_shard_size="20MB")
@@ -217,43 +216,43 @@ def test_minilm_in_every_format(minilm_pair, minilm_dir, batch, diff, tmp_path, 
         (tmp_path / "config.json").write_text(open(os.path.join(minilm_dir, "config.json")).read())
     loaded = BertModel.from_pretrained(tmp_path)
     inputs = batch(30522, T=10, seed=4)
-    assert_same_outputs(run(loaded, inputs), run(theirs, inputs), FIELDS["BertModel"], diff, states=False)
+    assert_same_outputs(run(loaded, inputs), run(theirs, inputs), FIELDS["BertModel"], diff, tol, states=False)
 
 
 # -- inputs -------------------------------------------------------------------------------------------------------
-def test_position_ids_and_inputs_embeds(hf_checkpoint, hf_model, batch, diff):
+def test_position_ids_and_inputs_embeds(hf_checkpoint, hf_model, batch, diff, tol):
     folder = hf_checkpoint("BertModel")
     ours, theirs = BertModel.from_pretrained(folder), hf_model(folder)
     inputs = batch(99, T=8)
     position_ids = torch.arange(8).flip(0)[None].expand(4, 8) + 3
     assert diff(run(ours, inputs, position_ids=position_ids).last_hidden_state,
-                run(theirs, inputs, position_ids=position_ids).last_hidden_state) <= TOL
+                run(theirs, inputs, position_ids=position_ids).last_hidden_state) <= tol
     embeds = theirs.embeddings.word_embeddings(inputs["input_ids"]).detach()
     mask = {"attention_mask": inputs["attention_mask"]}
     assert diff(run(ours, mask, inputs_embeds=embeds).last_hidden_state,
-                run(theirs, mask, inputs_embeds=embeds).last_hidden_state) <= TOL
+                run(theirs, mask, inputs_embeds=embeds).last_hidden_state) <= tol
     # no attention_mask and no token_type_ids: transformers' defaults (all attended, segment 0)
     ids = {"input_ids": inputs["input_ids"]}
-    assert diff(run(ours, ids).last_hidden_state, run(theirs, ids).last_hidden_state) <= TOL
+    assert diff(run(ours, ids).last_hidden_state, run(theirs, ids).last_hidden_state) <= tol
 
 
-def test_padding_does_not_change_real_tokens(hf_checkpoint):
+def test_padding_does_not_change_real_tokens(hf_checkpoint, tol):
     ours = BertModel.from_pretrained(hf_checkpoint("BertModel"))
     ids = torch.tensor([[5, 6, 7, 8]])
     alone = run(ours, {"input_ids": ids}).last_hidden_state
     padded = run(ours, {"input_ids": torch.tensor([[5, 6, 7, 8, 0, 0, 0]]),
                         "attention_mask": torch.tensor([[1, 1, 1, 1, 0, 0, 0]])}).last_hidden_state
-    assert (alone - padded[:, :4]).abs().max() <= TOL
+    assert (alone - padded[:, :4]).abs().max() <= tol
 
 
-def test_fully_padded_row_stays_finite(hf_checkpoint, hf_model, diff):
+def test_fully_padded_row_stays_finite(hf_checkpoint, hf_model, diff, tol):
     folder = hf_checkpoint("BertModel")
     inputs = {"input_ids": torch.tensor([[5, 6, 7], [0, 0, 0]]), "attention_mask": torch.tensor([[1, 1, 1], [0, 0, 0]])}
     ours = run(BertModel.from_pretrained(folder), inputs, output_attentions=True)
     assert torch.isfinite(ours.last_hidden_state).all() and torch.isfinite(ours.pooler_output).all()
     theirs = run(hf_model(folder, attn="eager"), inputs, output_attentions=True)
-    assert diff(ours.last_hidden_state, theirs.last_hidden_state) <= TOL
-    assert diff(ours.attentions[0], theirs.attentions[0]) <= TOL
+    assert diff(ours.last_hidden_state, theirs.last_hidden_state) <= tol
+    assert diff(ours.attentions[0], theirs.attentions[0]) <= tol
 
 
 def test_bad_inputs_are_named(hf_checkpoint):
@@ -296,7 +295,7 @@ def test_output_access(hf_checkpoint):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_return_dict_false_gives_transformers_tuples(hf_checkpoint, hf_model, batch, diff, arch):
+def test_return_dict_false_gives_transformers_tuples(hf_checkpoint, hf_model, batch, diff, arch, tol):
     folder = hf_checkpoint(arch)
     ours, theirs = getattr(bert, arch).from_pretrained(folder), hf_model(folder, arch)
     inputs = batch(99, T=6)
@@ -311,9 +310,9 @@ def test_return_dict_false_gives_transformers_tuples(hf_checkpoint, hf_model, ba
         assert isinstance(a, tuple) and len(a) == len(b), (kwargs, len(a), len(b))
         for x, y in zip(a, b):
             if isinstance(y, tuple):
-                assert len(x) == len(y) and all(diff(p, q) <= TOL for p, q in zip(x, y))
+                assert len(x) == len(y) and all(diff(p, q) <= tol for p, q in zip(x, y))
             else:
-                assert x.shape == y.shape and diff(x, y) <= TOL
+                assert x.shape == y.shape and diff(x, y) <= tol
     config_off = getattr(bert, arch).from_pretrained(folder, return_dict=False)
     assert isinstance(run(config_off, inputs), tuple)
 
@@ -327,7 +326,7 @@ def test_return_dict_false_gives_transformers_tuples(hf_checkpoint, hf_model, ba
     ("multi_label_classification", 3, torch.tensor([[1.0, 0, 1], [0, 0, 0], [1, 1, 1], [0, 1, 0]])),
 ])
 @pytest.mark.parametrize("declared", [True, False], ids=["declared", "inferred"])
-def test_sequence_classification_loss(hf_checkpoint, batch, diff, problem_type, num_labels, labels, declared):
+def test_sequence_classification_loss(hf_checkpoint, batch, diff, problem_type, num_labels, labels, declared, tol):
     folder = hf_checkpoint("BertModel")
     options = {"num_labels": num_labels, "problem_type": problem_type if declared else None}
     ours = BertForSequenceClassification.from_pretrained(folder, **options)
@@ -337,8 +336,8 @@ def test_sequence_classification_loss(hf_checkpoint, batch, diff, problem_type, 
     a = run(ours, inputs, labels=labels)
     # transformers' cross-entropy refuses int32 labels; we accept them
     b = run(theirs, inputs, labels=labels.long() if labels.dtype == torch.int32 else labels)
-    assert diff(a.logits, b.logits) <= TOL
-    assert a.loss.shape == b.loss.shape == () and diff(a.loss, b.loss) <= TOL, (a.loss, b.loss)
+    assert diff(a.logits, b.logits) <= tol
+    assert a.loss.shape == b.loss.shape == () and diff(a.loss, b.loss) <= tol, (a.loss, b.loss)
     assert ours.config.problem_type == options["problem_type"]  # inferring the loss does not change the config
     if not declared:  # transformers writes the type it inferred into its config: one label -> regression,
         # integer labels -> single-label, float labels -> multi-label (so regression over 3 outputs must be declared)
@@ -347,25 +346,25 @@ def test_sequence_classification_loss(hf_checkpoint, batch, diff, problem_type, 
         assert theirs.config.problem_type == inferred
 
 
-def test_token_classification_and_mlm_losses(hf_checkpoint, hf_model, batch, diff):
+def test_token_classification_and_mlm_losses(hf_checkpoint, hf_model, batch, diff, tol):
     inputs = batch(99, T=8)
     labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
     for arch, lab in (("BertForMaskedLM", labels), ("BertForTokenClassification", labels.clamp(max=1))):
         folder = hf_checkpoint(arch)
         a = run(getattr(bert, arch).from_pretrained(folder), inputs, labels=lab)
         b = run(hf_model(folder, arch), inputs, labels=lab)
-        assert diff(a.loss, b.loss) <= TOL and diff(a.logits, b.logits) <= TOL
+        assert diff(a.loss, b.loss) <= tol and diff(a.logits, b.logits) <= tol
 
 
 @pytest.mark.parametrize("start, end", [([1, 2, 0, 3], [2, 4, 0, 3]), ([[1], [50], [0], [3]], [[2], [4], [-7], [99]])])
-def test_question_answering_loss(hf_checkpoint, hf_model, batch, diff, start, end):
+def test_question_answering_loss(hf_checkpoint, hf_model, batch, diff, start, end, tol):
     folder = hf_checkpoint("BertForQuestionAnswering")
     inputs = batch(99, T=8)
     positions = {"start_positions": torch.tensor(start), "end_positions": torch.tensor(end)}
     a = run(bert.BertForQuestionAnswering.from_pretrained(folder), inputs, **positions)
     b = run(hf_model(folder, "BertForQuestionAnswering"), inputs, **positions)
-    assert diff(a.loss, b.loss) <= TOL
-    assert diff(a.start_logits, b.start_logits) <= TOL and diff(a.end_logits, b.end_logits) <= TOL
+    assert diff(a.loss, b.loss) <= tol
+    assert diff(a.start_logits, b.start_logits) <= tol and diff(a.end_logits, b.end_logits) <= tol
 
 
 def test_no_labels_no_loss(hf_checkpoint):
@@ -396,7 +395,7 @@ def test_gradients_flow_and_dropout_applies_in_training(hf_checkpoint, batch):
 def test_attn_implementation_eager_matches_transformers_eager(minilm_dir, hf_model, batch, diff, seed, T):
     """from_pretrained(attn_implementation="eager") computes softmax(q kᵀ) v explicitly, bit for bit as transformers'
     eager path — on the seeds where transformers' own eager and SDPA paths differ by more than 1e-5."""
-    ours = BertModel.from_pretrained(minilm_dir, attn_implementation="eager")
+    ours = BertModel.from_pretrained(minilm_dir, attn_implementation="eager", exact=True)
     assert ours.config.attn_implementation == "eager"
     assert "attn_implementation" not in ours.config.to_json_string()
     inputs = batch(30522, T=T, seed=seed)

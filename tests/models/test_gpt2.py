@@ -23,7 +23,6 @@ CLASSES = {"GPT2Model": GPT2Model, "GPT2LMHeadModel": GPT2LMHeadModel,
 PAD = 0
 TINY = dict(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=24, pad_token_id=PAD, bos_token_id=98,
             eos_token_id=98, num_labels=3)
-TOL = 1e-5
 
 
 def diff(a, b, keep=None) -> float:
@@ -90,41 +89,41 @@ def main_output(out):
 # -- forward parity --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("name", list(CLASSES))
-def test_forward_matches_transformers_with_right_padding(hf_dirs, name, attn):
+def test_forward_matches_transformers_with_right_padding(hf_dirs, name, attn, tol):
     model, ref = load(hf_dirs[name], name), hf(hf_dirs[name], name, attn)
     ids, mask = right_padded()
     with torch.no_grad():
         a, b = model(ids, attention_mask=mask), ref(ids, attention_mask=mask)
     assert main_output(a).shape == main_output(b).shape
-    assert diff(main_output(a), main_output(b)) <= TOL
+    assert diff(main_output(a), main_output(b)) <= tol
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_left_padding_with_position_ids_matches_transformers(hf_dirs, attn):
+def test_left_padding_with_position_ids_matches_transformers(hf_dirs, attn, tol):
     name = "GPT2LMHeadModel"
     ours, ref = load(hf_dirs[name], "GPT2LMHeadModel"), hf(hf_dirs[name], name, attn)
     ids, mask, pos = left_padded()
     with torch.no_grad():
         a = ours(ids, attention_mask=mask, position_ids=pos).logits
         b = ref(ids, attention_mask=mask, position_ids=pos).logits
-    assert diff(a, b, keep=mask) <= TOL
+    assert diff(a, b, keep=mask) <= tol
     if attn == "eager":  # a fully padded query row attends uniformly, as eager does; SDPA treats it otherwise
-        assert diff(a, b) <= TOL
+        assert diff(a, b) <= tol
 
 
-def test_default_position_ids_ignore_the_mask_like_transformers(hf_dirs):
+def test_default_position_ids_ignore_the_mask_like_transformers(hf_dirs, tol):
     """Without position_ids the forward counts positions from 0 in every row, padded or not (documented)."""
     name = "GPT2Model"
     ours, ref = load(hf_dirs[name], "GPT2Model"), hf(hf_dirs[name], name)
     ids, mask, pos = left_padded()
     with torch.no_grad():
         a = ours(ids, attention_mask=mask).last_hidden_state
-        assert diff(a, ref(ids, attention_mask=mask).last_hidden_state) <= TOL
+        assert diff(a, ref(ids, attention_mask=mask).last_hidden_state) <= tol
         shifted = ours(ids, attention_mask=mask, position_ids=pos).last_hidden_state
     assert diff(a, shifted, keep=mask) > 1e-3
 
 
-def test_hidden_states_attentions_and_inputs_embeds_match(hf_dirs):
+def test_hidden_states_attentions_and_inputs_embeds_match(hf_dirs, tol):
     name = "GPT2Model"
     ours, ref = load(hf_dirs[name], "GPT2Model"), hf(hf_dirs[name], name)
     ids, mask = right_padded()
@@ -137,8 +136,8 @@ def test_hidden_states_attentions_and_inputs_embeds_match(hf_dirs):
     assert len(a.hidden_states) == len(b.hidden_states) == TINY["n_layer"] + 1
     assert len(a.attentions) == len(b.attentions) == TINY["n_layer"]
     for x, y in zip(a.hidden_states + a.attentions, b.hidden_states + b.attentions):
-        assert diff(x, y) <= TOL
-    assert diff(c.last_hidden_state, d.last_hidden_state) <= TOL
+        assert diff(x, y) <= tol
+    assert diff(c.last_hidden_state, d.last_hidden_state) <= tol
 
 
 @pytest.fixture(scope="module")
@@ -153,31 +152,31 @@ def hf_large_weights(tmp_path_factory):
 
 @pytest.mark.parametrize("override", [dict(scale_attn_by_inverse_layer_idx=True), dict(scale_attn_weights=False),
                                       dict(activation_function="relu")])
-def test_config_variants_match_transformers(hf_large_weights, override):
+def test_config_variants_match_transformers(hf_large_weights, override, tol):
     ids, mask = right_padded()
     with torch.no_grad():
         default = GPT2Model.from_pretrained(hf_large_weights)(ids, attention_mask=mask).last_hidden_state
         a = GPT2Model.from_pretrained(hf_large_weights, **override)(ids, attention_mask=mask).last_hidden_state
         b = transformers.GPT2Model.from_pretrained(hf_large_weights, attn_implementation="eager", **override).eval()(
             ids, attention_mask=mask).last_hidden_state
-    assert diff(a, b) <= TOL and diff(a, default) > 1e-3
+    assert diff(a, b) <= tol and diff(a, default) > 1e-3
 
 
-def test_losses_match_transformers(hf_dirs):
+def test_losses_match_transformers(hf_dirs, tol):
     ids, mask = right_padded()
     lm, lm_ref = load(hf_dirs["GPT2LMHeadModel"], "GPT2LMHeadModel"), hf(hf_dirs["GPT2LMHeadModel"],
                                                                                    "GPT2LMHeadModel")
     labels = ids.masked_fill(mask == 0, -100)
     with torch.no_grad():
         assert abs(lm(ids, attention_mask=mask, labels=labels).loss
-                   - lm_ref(ids, attention_mask=mask, labels=labels).loss) <= TOL
+                   - lm_ref(ids, attention_mask=mask, labels=labels).loss) <= tol
     name = "GPT2ForSequenceClassification"
     cls, cls_ref = load(hf_dirs[name], "GPT2ForSequenceClassification"), hf(hf_dirs[name], name)
     labels = torch.tensor([0, 2, 1, 2])
     with torch.no_grad():
         a, b = cls(ids, attention_mask=mask, labels=labels), cls_ref(ids, attention_mask=mask, labels=labels)
     assert a.logits.shape == (4, 3)
-    assert abs(a.loss - b.loss) <= TOL
+    assert abs(a.loss - b.loss) <= tol
 
 
 def test_return_dict_false_and_logits_to_keep(hf_dirs):
@@ -193,7 +192,7 @@ def test_return_dict_false_and_logits_to_keep(hf_dirs):
 
 
 # -- cached decoding -------------------------------------------------------------------------------------------
-def test_greedy_decoding_with_cache_matches_the_full_pass(hf_dirs):
+def test_greedy_decoding_with_cache_matches_the_full_pass(hf_dirs, tol):
     """Prefill a left-padded prompt, decode 8 tokens one at a time; each step's logits equal transformers'
     logits of one full forward pass over the whole sequence."""
     name = "GPT2LMHeadModel"
@@ -212,10 +211,10 @@ def test_greedy_decoding_with_cache_matches_the_full_pass(hf_dirs):
             steps.append(out.logits)
         assert out.past_key_values.get_seq_length() == 16
         full = ref(ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1]).logits
-    assert diff(torch.cat(steps, 1)[:, :-1], full, keep=mask[:, :-1]) <= TOL
+    assert diff(torch.cat(steps, 1)[:, :-1], full, keep=mask[:, :-1]) <= tol
 
 
-def test_cache_reorder_for_beam_search(hf_dirs):
+def test_cache_reorder_for_beam_search(hf_dirs, tol):
     name = "GPT2LMHeadModel"
     model = load(hf_dirs[name], "GPT2LMHeadModel")
     ids, _ = right_padded(B=3, T=10, seed=5)
@@ -228,8 +227,8 @@ def test_cache_reorder_for_beam_search(hf_dirs):
         expanded = model(ids[:, :6]).past_key_values.repeat_interleave(2)
         step2 = model(ids[:, 6:].repeat_interleave(2, 0), past_key_values=expanded).logits
         full2 = model(ids.repeat_interleave(2, 0)).logits
-    assert diff(step, full[:, 6:]) <= TOL
-    assert diff(step2, full2[:, 6:]) <= TOL
+    assert diff(step, full[:, 6:]) <= tol
+    assert diff(step2, full2[:, 6:]) <= tol
 
 
 def test_kv_cache_grows_by_doubling_and_writes_in_place():
@@ -273,7 +272,7 @@ def test_kv_cache_preallocates_capacity_reorders_and_keeps_cross_attention():
 
 # -- save / load -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(CLASSES))
-def test_save_load_both_directions(hf_dirs, name, tmp_path):
+def test_save_load_both_directions(hf_dirs, name, tmp_path, tol):
     ours = CLASSES[name].from_pretrained(hf_dirs[name])
     ours.save_pretrained(tmp_path)
     assert set(load_file(tmp_path / "model.safetensors")) == set(load_file(f"{hf_dirs[name]}/model.safetensors"))
@@ -284,12 +283,12 @@ def test_save_load_both_directions(hf_dirs, name, tmp_path):
     with torch.no_grad():
         a, b, c = (ours(ids, attention_mask=mask), ref_from_ours(ids, attention_mask=mask),
                    ref(ids, attention_mask=mask))
-    assert diff(main_output(a), main_output(b)) <= TOL and diff(main_output(b), main_output(c)) <= TOL
+    assert diff(main_output(a), main_output(b)) <= tol and diff(main_output(b), main_output(c)) <= tol
     if name == "GPT2LMHeadModel":
         assert ours.lm_head.weight is ours.transformer.wte.weight
 
 
-def test_canonical_gpt2_layout_loads_without_warnings(hf_dirs, tmp_path, caplog):
+def test_canonical_gpt2_layout_loads_without_warnings(hf_dirs, tmp_path, caplog, tol):
     """openai-community/gpt2's layout: no `transformer.` prefix, no lm_head, old attn.bias/masked_bias buffers."""
     src = hf_dirs["GPT2LMHeadModel"]
     state = {re.sub(r"^transformer\.", "", k): v for k, v in load_file(f"{src}/model.safetensors").items()}
@@ -307,9 +306,9 @@ def test_canonical_gpt2_layout_loads_without_warnings(hf_dirs, tmp_path, caplog)
     assert not [r for r in caplog.records if r.levelno >= logging.INFO], caplog.text
     ref = hf(src, "GPT2LMHeadModel")
     with torch.no_grad():
-        assert diff(lm(ids, attention_mask=mask).logits, ref(ids, attention_mask=mask).logits) <= TOL
+        assert diff(lm(ids, attention_mask=mask).logits, ref(ids, attention_mask=mask).logits) <= tol
         assert diff(base(ids, attention_mask=mask).last_hidden_state,
-                    ref.transformer(ids, attention_mask=mask).last_hidden_state) <= TOL
+                    ref.transformer(ids, attention_mask=mask).last_hidden_state) <= tol
     assert lm.transformer.h[0].attn["c_attn"].weight.shape == (32, 96)  # Conv1D (in, out), not transposed
 
 

@@ -1,0 +1,203 @@
+"""The fast CPU path of inference, and exact mode, the one switch that turns it off.
+
+Default mode: on the CPU, with autograd not recording, in float32 or bfloat16, every linear layer runs
+oneDNN's inner product on its weight reordered once into oneDNN's blocked layout ("packed"). The packed
+kernels sum in another order than the BLAS call transformers makes, so outputs move by summation order only:
+at most 1e-4 (max abs, fp32) on real checkpoints, and the same generated tokens (bench/RESULTS.md).
+
+Exact mode computes transformers' bits: `from_pretrained(..., exact=True)` or `model.exact = True` for one
+model, `PRETRAINED_EXACT=1` in the environment for every model that did not choose. Whenever autograd records
+(gradients enabled and a weight or input requiring grad), the exact path runs whatever the mode.
+
+A packed weight is cached on the Parameter it was made from, keyed on its storage (held weakly), address,
+version counter, dtype and shape: an in-place edit under torch.no_grad(), an optimizer step,
+load_state_dict, `.to()`, or assigning a new Parameter all change the key, and the next forward repacks.
+Writes through `.data` bypass the version counter: call `drop_packs(model)` after them.
+
+Memory: a weight memory-mapped from a safetensors file is paged in to be packed, and then its pages are given
+back (madvise DONTNEED; the kernel keeps them in the page cache), so the process holds the packed copy only;
+state_dict() and save_pretrained read the file pages again when asked. Pages that were written to
+(copy-on-write) are never given back. A weight in anonymous memory (a `.bin` checkpoint, a dtype cast) keeps
+its plain copy beside the packed one.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sys
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch.multiprocessing.reductions import StorageWeakRef
+
+logger = logging.getLogger(__name__)
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def exact_from_environment(environ=os.environ) -> bool:
+    """PRETRAINED_EXACT=1 -> exact mode by default. The old PRETRAINED_FAST_LINEAR is still read, with a
+    deprecation warning: =1 is now the default, =0 means exact."""
+    legacy = environ.get("PRETRAINED_FAST_LINEAR")
+    if legacy is not None:
+        logger.warning("PRETRAINED_FAST_LINEAR is deprecated and will be removed: the fast path is now the "
+                       "default; set PRETRAINED_EXACT=1 for transformers' exact numbers.")
+    value = environ.get("PRETRAINED_EXACT")
+    if value is None:
+        return legacy is not None and legacy.strip() == "0"
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise ValueError(f"PRETRAINED_EXACT={value!r} is not understood; use 1 (exact mode) or 0 (default)")
+
+
+# The default of every model that did not choose a mode (tests and the benchmark set it directly).
+EXACT: bool = exact_from_environment()
+ONEDNN_AVAILABLE: bool = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+# Rows per call oneDNN is told to expect when it picks the blocked layout. Measured on an AVX-512 EPYC: packs
+# made for 1 row are 1.5x slower at 8 rows, packs made without a hint 1.8x slower at 1 row; 128 is within
+# noise of the best pack at 1, 8, 128 and 1024 rows.
+PACK_ROWS = 128
+_FAST_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def fast_applies(x: Tensor, weight: Tensor, exact: Optional[bool] = None) -> bool:
+    """Whether a linear layer on `x` takes the packed path: not exact mode (`exact`, else the default EXACT),
+    oneDNN present and enabled, CPU, float32/bfloat16 throughout, and autograd not recording."""
+    if (EXACT if exact is None else exact) or not ONEDNN_AVAILABLE or not torch.backends.mkldnn.enabled:
+        return False
+    if x.device.type != "cpu" or x.dtype not in _FAST_DTYPES or weight.dtype != x.dtype:
+        return False
+    return not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+
+
+class _Pack:
+    """A weight in oneDNN's blocked layout and the key of the tensor it was made from. Copies and pickles of a
+    model carry an empty one (an opaque oneDNN tensor can be neither), so they repack on first use."""
+
+    __slots__ = ("key", "storage", "tensor")
+
+    def __init__(self, key=None, storage=None, tensor=None):
+        self.key, self.storage, self.tensor = key, storage, tensor
+
+    def __reduce__(self):
+        return _Pack, ()
+
+    def __deepcopy__(self, memo):
+        return _Pack()
+
+
+def _version(t: Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # an inference tensor has no version counter (and cannot be edited outside inference mode)
+        return -1
+
+
+def packed_weight(weight: Tensor, transposed: bool = False) -> Tensor:
+    """`weight` (out, in), or `weight.t()` when `transposed` (GPT-2's Conv1D keeps (in, out)), in oneDNN's
+    blocked layout: made on first use and whenever the weight has changed since, then reused."""
+    key = (weight.data_ptr(), _version(weight), weight.dtype, weight.shape, transposed)
+    pack = weight.__dict__.get("_pretrained_pack")
+    if pack is not None and pack.key == key and not pack.storage.expired():
+        return pack.tensor
+    with torch.no_grad():
+        plain = weight.detach().t() if transposed else weight.detach()
+        tensor = torch.ops.mkldnn._reorder_linear_weight(plain, PACK_ROWS)
+    weight.__dict__["_pretrained_pack"] = _Pack(key, StorageWeakRef(weight.untyped_storage()), tensor)
+    release_file_pages(weight)
+    return tensor
+
+
+def has_pack(weight: Tensor) -> bool:
+    pack = weight.__dict__.get("_pretrained_pack")
+    return pack is not None and pack.tensor is not None
+
+
+def drop_pack(weight: Tensor) -> None:
+    weight.__dict__.pop("_pretrained_pack", None)
+
+
+def drop_packs(module: nn.Module) -> None:
+    """Forget every packed weight of `module` (they are remade on the next fast forward)."""
+    for p in module.parameters():
+        drop_pack(p)
+
+
+# -- pages of memory-mapped weights -----------------------------------------------------------------------------
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_MADV_DONTNEED, _MADV_POPULATE_READ = 4, 22
+_libc = None
+if sys.platform.startswith("linux"):
+    try:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    except (OSError, AttributeError):
+        _libc = None
+
+
+def _page_range(t: Tensor, inward: bool) -> tuple[int, int]:
+    """The pages a contiguous tensor's bytes lie on: only those wholly inside it when `inward`."""
+    start = t.data_ptr()
+    end = start + t.numel() * t.element_size()
+    if inward:
+        return -(-start // _PAGE) * _PAGE, end // _PAGE * _PAGE
+    return start // _PAGE * _PAGE, -(-end // _PAGE) * _PAGE
+
+
+def _only_clean_file_pages(lo: int, hi: int) -> bool:
+    """Whether every resident page of [lo, hi) is a file page (or shared memory) of this process, so that
+    dropping it loses nothing: /proc/self/pagemap bit 61. A copy-on-write page of a private file mapping, or
+    any ordinary heap page, is anonymous (bit 61 clear); a swapped page (bit 62) is never file-backed here."""
+    n = (hi - lo) // _PAGE
+    try:
+        with open("/proc/self/pagemap", "rb", buffering=0) as f:
+            f.seek(lo // _PAGE * 8)
+            raw = f.read(8 * n)
+    except OSError:
+        return False
+    if len(raw) != 8 * n:
+        return False
+    entries = torch.frombuffer(bytearray(raw), dtype=torch.int64)
+    present = (entries >> 63) & 1 == 1  # bit 63 is the sign bit of an int64
+    swapped = (entries >> 62) & 1 == 1
+    file_page = (entries >> 61) & 1 == 1
+    return not bool((swapped | (present & ~file_page)).any())
+
+
+def release_file_pages(t: Tensor) -> int:
+    """Give back the pages of `t` when they are clean pages of a memory-mapped file (its values stay readable:
+    the next read faults them in from the page cache). Returns the bytes given back (0 when nothing was)."""
+    if _libc is None or t.device.type != "cpu" or not t.is_contiguous() or t.numel() * t.element_size() < 16 * _PAGE:
+        return 0
+    lo, hi = _page_range(t, inward=True)
+    if hi <= lo or not _only_clean_file_pages(lo, hi):
+        return 0
+    if _libc.madvise(ctypes.c_void_p(lo), hi - lo, _MADV_DONTNEED) != 0:
+        return 0
+    return hi - lo
+
+
+def populate(t: Tensor) -> None:
+    """Map the pages of `t` into the process now (MADV_POPULATE_READ), instead of one fault per page inside
+    the first forward. Fills the page cache from disk first if the file is not there yet."""
+    if _libc is None or t.device.type != "cpu" or not t.is_contiguous() or t.numel() == 0:
+        return
+    lo, hi = _page_range(t, inward=False)
+    _libc.madvise(ctypes.c_void_p(lo), hi - lo, _MADV_POPULATE_READ)  # fails harmlessly on kernels < 5.14
+
+
+def prepare_for_inference(model: nn.Module) -> None:
+    """Make the first forward cost what the second does: pack every linear weight now (default mode), and map
+    the pages of the other weights (all of them in exact mode) into the process."""
+    packed: set[int] = set()
+    for module in model.modules():
+        prepack = getattr(module, "prepack", None)
+        if callable(prepack) and prepack():
+            packed.add(id(module.weight))
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if id(tensor) not in packed:
+            populate(tensor)

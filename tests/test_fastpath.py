@@ -1,0 +1,142 @@
+"""The fast path's bookkeeping: the switch, packs that follow every change of a weight, pages given back."""
+from __future__ import annotations
+
+import copy
+import pickle
+import sys
+
+import pytest
+import torch
+
+from pretrained import BertModel, GPT2Config, GPT2LMHeadModel, fastpath
+
+pytestmark = pytest.mark.skipif(not fastpath.ONEDNN_AVAILABLE, reason="this torch build has no oneDNN")
+
+
+@pytest.fixture(autouse=True)
+def default_mode(monkeypatch):
+    monkeypatch.setattr(fastpath, "EXACT", False)
+
+
+@pytest.mark.parametrize("env, exact", [({}, False), ({"PRETRAINED_EXACT": "1"}, True),
+                                        ({"PRETRAINED_EXACT": "0"}, False), ({"PRETRAINED_EXACT": "true"}, True),
+                                        ({"PRETRAINED_FAST_LINEAR": "1"}, False),
+                                        ({"PRETRAINED_FAST_LINEAR": "0"}, True)])
+def test_switch_from_environment(env, exact, caplog):
+    assert fastpath.exact_from_environment(env) is exact
+    assert ("PRETRAINED_FAST_LINEAR is deprecated" in caplog.text) == ("PRETRAINED_FAST_LINEAR" in env)
+    with pytest.raises(ValueError, match="PRETRAINED_EXACT='maybe'"):
+        fastpath.exact_from_environment({"PRETRAINED_EXACT": "maybe"})
+
+
+def tiny_gpt2():
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=32)).eval()
+
+
+def logits(model, ids, exact: bool):
+    model.exact = exact
+    with torch.inference_mode():
+        return model(ids).logits
+
+
+IDS = torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(1))
+
+
+def test_exact_attribute_reaches_every_layer_and_frees_packs():
+    model = tiny_gpt2()
+    logits(model, IDS, exact=False)
+    conv = model.transformer.h[0].attn["c_attn"]
+    assert fastpath.has_pack(conv.weight) and fastpath.has_pack(model.lm_head.weight)
+    model.exact = True
+    assert conv.exact and model.lm_head.exact and model.transformer.exact
+    assert not any(fastpath.has_pack(p) for p in model.parameters())
+    with pytest.raises(TypeError, match="exact must be"):
+        model.exact = "yes"
+
+
+def edits():
+    def in_place(m):
+        with torch.no_grad():
+            m.transformer.h[0].attn["c_attn"].weight.mul_(2.0)
+
+    def load_state(m):
+        state = {k: v * 1.5 if k.endswith("c_fc.weight") else v for k, v in m.state_dict().items()}
+        m.load_state_dict(state)
+
+    def assign(m):
+        m.transformer.h[1].mlp["c_proj"].weight = torch.nn.Parameter(m.transformer.h[1].mlp["c_proj"].weight * -1)
+
+    def optimizer_step(m):
+        m.train()
+        opt = torch.optim.SGD(m.parameters(), lr=0.5)
+        m(IDS, labels=IDS).loss.backward()
+        opt.step()
+        m.eval()
+
+    def round_trip_dtype(m):
+        m.to(torch.bfloat16).to(torch.float32)
+
+    def tied_head(m):
+        with torch.no_grad():
+            m.transformer.wte.weight[5:9] += 1.0
+
+    return [in_place, load_state, assign, optimizer_step, round_trip_dtype, tied_head]
+
+
+@pytest.mark.parametrize("edit", edits(), ids=lambda f: f.__name__)
+def test_packs_follow_every_change_of_a_weight(edit):
+    model = tiny_gpt2()
+    logits(model, IDS, exact=False)  # packs made
+    edit(model)
+    exact = logits(model, IDS, exact=True)
+    fast = logits(model, IDS, exact=False)
+    assert (fast - exact).abs().max() <= 1e-5
+
+
+def test_copies_and_pickles_of_a_packed_model_work():
+    model = tiny_gpt2()
+    before = logits(model, IDS, exact=False)
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert torch.equal(logits(other, IDS, exact=False), before)
+
+
+def test_hooks_fire_on_the_same_modules_in_both_modes(hf_checkpoint):
+    model = BertModel.from_pretrained(hf_checkpoint("BertModel"))
+    for exact in (False, True):
+        model.exact = exact
+        seen = []
+        handle = model.encoder.layer[0].attention.self.query.register_forward_hook(lambda m, i, o: seen.append(o))
+        with torch.inference_mode():
+            model(torch.tensor([[5, 6, 7]]))
+        handle.remove()
+        assert len(seen) == 1 and seen[0].shape == (1, 3, 32)
+
+
+def resident(t: torch.Tensor) -> int:
+    """How many of the pages wholly inside `t` are mapped into this process (/proc/self/pagemap bit 63)."""
+    lo, hi = fastpath._page_range(t, inward=True)
+    with open("/proc/self/pagemap", "rb", buffering=0) as f:
+        f.seek(lo // fastpath._PAGE * 8)
+        raw = f.read((hi - lo) // fastpath._PAGE * 8)
+    return sum(raw[i + 7] >> 7 for i in range(0, len(raw), 8))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pages are given back on Linux only")
+def test_packed_mmapped_weights_leave_memory_and_stay_readable(minilm_dir, tmp_path, hf_model):
+    model = BertModel.from_pretrained(minilm_dir)  # packs at load
+    dense = model.encoder.layer[0].intermediate["dense"].weight  # 1536 x 384 fp32, 2.3 MB, memory-mapped
+    assert fastpath.has_pack(dense) and resident(dense) == 0
+    reference = BertModel.from_pretrained(minilm_dir, exact=True)
+    assert torch.equal(dense, reference.encoder.layer[0].intermediate["dense"].weight)  # read back from the file
+    # a weight written to (copy-on-write pages) is never given back, and its pack follows the edit
+    with torch.no_grad():
+        dense.mul_(0.5)
+        reference.encoder.layer[0].intermediate["dense"].weight.mul_(0.5)
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102]])
+    with torch.inference_mode():
+        a = model(ids).last_hidden_state
+        b = reference(ids).last_hidden_state
+    assert resident(dense) > 0 and (a - b).abs().max() <= 1e-4
+    model.save_pretrained(tmp_path)
+    assert torch.equal(hf_model(str(tmp_path)).encoder.layer[0].intermediate.dense.weight, dense)
