@@ -104,6 +104,7 @@ def packed_weight(weight: Tensor, transposed: bool = False) -> Tensor:
     pack = weight.__dict__.get("_pretrained_pack")
     if pack is not None and pack.key == key and not pack.storage.expired():
         return pack.tensor
+    populate(weight)  # one call maps every page of a memory-mapped weight, rather than one fault per page
     with torch.no_grad():
         plain = weight.detach().t() if transposed else weight.detach()
         tensor = torch.ops.mkldnn._reorder_linear_weight(plain, PACK_ROWS)
