@@ -21,9 +21,9 @@ from typing import Any, ClassVar, Optional
 import torch
 from torch import nn
 
-from .configuration import PretrainedConfig
+from .configuration import CONFIG_NAME, PretrainedConfig
 from .hub import Source, pop_hub_options
-from .weights import find_weights, read_weights, write_weights
+from .weights import CheckpointSave, check_whole_save, find_weights, read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +156,7 @@ class PreTrainedModel(nn.Module):
         config = load_config(cls, source, config, kwargs)
         model = build_on_meta(cls, config, **init_kwargs)
         paths = find_weights(source)
+        check_whole_save(source, paths)
         state, origin = read_weights(paths)
         state = normalise_keys(model, state, origin)
         target = resolve_dtype(dtype if dtype is not None else torch_dtype, config, state)
@@ -183,9 +184,14 @@ class PreTrainedModel(nn.Module):
             state.pop(target, None)
         self.config.architectures = [type(self).__name__]
         self.config.dtype = _dtype_name(self.dtype)
-        write_weights(state, save_directory, safe_serialization=safe_serialization, max_shard_size=max_shard_size)
-        self.config.save_pretrained(save_directory)
-        self._save_extra(save_directory)
+        # Whole or not at all: weights and config.json are staged, then renamed together (config.json last); a
+        # load of a folder whose save was interrupted raises instead of mixing old and new files.
+        with CheckpointSave(save_directory) as save:
+            save.stage_weights(state, safe_serialization=safe_serialization, max_shard_size=max_shard_size)
+            save.stage_file(CONFIG_NAME, self.config.to_json_string().encode())
+            save.commit()
+            self._save_extra(save_directory)
+            save.finish()
 
     def _save_extra(self, save_directory: str) -> None:
         """Hook for files beside the weights (e.g. generation_config.json)."""
