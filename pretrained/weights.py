@@ -65,7 +65,7 @@ def _read_index(path: str) -> list[str]:
         with open(path, encoding="utf-8") as f:
             weight_map = json.load(f)["weight_map"]
         shards = list(dict.fromkeys(weight_map.values()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         raise CheckpointError(f"{path} is not a valid shard index (needs a 'weight_map' object): {e}") from None
     if not shards or not all(isinstance(s, str) and "/" not in s and s not in ("", ".", "..") for s in shards):
         raise CheckpointError(f"{path} has an invalid weight_map: shard names {shards!r}")
@@ -107,16 +107,41 @@ def _read_pickle(path: str) -> dict[str, torch.Tensor]:
         mmap = zipfile.is_zipfile(path)  # the zip format can be memory-mapped; the legacy format cannot
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"refusing to load {path}: it is not plain weights and unpickling it could run "
-                              f"code ({reason}). Convert it to safetensors with a tool you trust.") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path} is not a valid PyTorch checkpoint (truncated or corrupt?): {e}") from None
+        reason = _unpickling_reason(e)
+        if "GLOBAL" in reason:
+            raise CheckpointError(f"refusing to load {path}: it is not plain weights, and unpickling it could run "
+                                  f"code ({reason}). Convert it to safetensors with a tool you trust.") from None
+        raise CheckpointError(f"{path} is not a valid PyTorch checkpoint (truncated or corrupt?): {reason}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, RecursionError, MemoryError) as e:
+        raise CheckpointError(f"{path} is not a valid PyTorch checkpoint (truncated or corrupt?): "
+                              f"{_unpickling_reason(e)}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a mapping of names to tensors")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold a mapping of names to tensors (it holds a {type(state).__name__})")
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{path} holds a weight named {key!r} ({type(key).__name__}): weight names must be "
+                                  f"strings")
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path} holds {type(value).__name__} {_short_repr(value)} under {key!r}, not a tensor")
     return state
+
+
+def _unpickling_reason(error: BaseException) -> str:
+    """The part of torch.load's message that says what is wrong (e.g. "Trying to load unsupported GLOBAL
+    posix.system ..."), without torch's advice to re-run with weights_only=False."""
+    paragraphs = [p.strip() for p in str(error).split("\n\n") if p.strip()]
+    kept = [p for p in paragraphs if not p.startswith(("Weights only load failed", "Check the documentation"))
+            and "weights_only" not in p]
+    reason = " ".join(kept) or (paragraphs[-1] if paragraphs and "weights_only" not in paragraphs[-1] else "")
+    reason = re.sub(r"^Please file an issue.*?WeightsUnpickler error:\s*", "", reason, flags=re.S)
+    return reason.strip().splitlines()[0] if reason.strip() else type(error).__name__
+
+
+def _short_repr(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # -- writing -----------------------------------------------------------------------------------------------
