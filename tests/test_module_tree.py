@@ -31,7 +31,7 @@ FAMILIES = {
     "bart": (bart, transformers.BartConfig, BART, ["BartModel", "BartForConditionalGeneration",
                                                    "BartForSequenceClassification"]),
 }
-CASES = [(family, arch) for family, (_, _, _, archs) in FAMILIES.items() for arch in archs]
+CASES = [(family, arch) for family, (_, _, _, archs) in FAMILIES.items() for arch in archs if family == "bert"]
 
 
 def perturb(model, seed: int = 0) -> None:
