@@ -31,7 +31,7 @@ FAMILIES = {
     "bart": (bart, transformers.BartConfig, BART, ["BartModel", "BartForConditionalGeneration",
                                                    "BartForSequenceClassification"]),
 }
-CASES = [(family, arch) for family, (_, _, _, archs) in FAMILIES.items() for arch in archs if family == "bert"]
+CASES = [(family, arch) for family, (_, _, _, archs) in FAMILIES.items() for arch in archs if family in ("bert", "gpt2")]
 
 
 def perturb(model, seed: int = 0) -> None:
@@ -185,3 +185,23 @@ def test_a_hook_on_a_projection_fires_and_steers_like_transformers(checkpoints):
         unsteered = ours(**inputs()).last_hidden_state
     assert (results[0] - unsteered).abs().max() > 1e-3  # the hook's output was used
     assert (results[0] - results[1]).abs().max() <= TOL
+
+
+def test_gpt2_blocks_are_callable_like_transformers_and_hooks_fire_while_generating(checkpoints):
+    ours, theirs = load_pair(checkpoints, "gpt2", "GPT2LMHeadModel")
+    ids = inputs()["input_ids"][:1, :5]
+    with torch.no_grad():
+        h = ours.transformer.wte(ids) + ours.transformer.wpe(torch.arange(5))  # (1, T, C)
+        block, their_block = ours.transformer.h[0], theirs.transformer.h[0]
+        x, weights = block(h)  # causal without a mask, as transformers' block
+        assert (x - their_block(h)).abs().max() <= TOL and weights is None
+        y, weights = block.attn(block.ln_1(h), output_attentions=True)
+        y_theirs, _ = their_block.attn(their_block.ln_1(h))
+        assert (y - y_theirs).abs().max() <= TOL and weights.shape == (1, 2, 5, 5)
+        assert torch.all(weights[0, :, 0, 1:] == 0)  # causal
+        assert (block.mlp(h) - their_block.mlp(h)).abs().max() <= TOL
+    calls = []
+    ours.transformer.h[1].mlp.register_forward_hook(lambda module, args, output: calls.append(output.shape[1]))
+    out = ours.generate(ids, max_new_tokens=3, do_sample=False)
+    assert calls == [5, 1, 1]  # the prompt, then one token per step through the KV cache
+    assert torch.equal(out, theirs.generate(ids, max_new_tokens=3, do_sample=False))
