@@ -53,6 +53,21 @@ def activation(name: str) -> Callable[[Tensor], Tensor]:
         raise ConfigError(f"unknown activation {name!r}; supported: {', '.join(sorted(ACTIVATIONS))}") from None
 
 
+class Activation(nn.Module):
+    """The activation called `name` in a config as a module, so that forward hooks see it where transformers'
+    tree has one (`intermediate.intermediate_act_fn`, `mlp.act`, ...)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name, self.fn = name, activation(name)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+    def extra_repr(self) -> str:
+        return self.name
+
+
 # -- linear layers -----------------------------------------------------------------------------------------
 # Opt-in fast path. For inference on the CPU, oneDNN's inner product is 1.2-2x faster than the default BLAS path
 # on these models' shapes (bench/RESULTS.md), but it sums in another order: outputs move by ~1e-5 on real
