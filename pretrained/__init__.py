@@ -26,6 +26,8 @@ _LAZY = {
     "GPT2ForSequenceClassification": "models.gpt2",
     "BartConfig": "models.bart", "BartModel": "models.bart", "BartForConditionalGeneration": "models.bart",
     "BartForSequenceClassification": "models.bart",
+    "LlamaConfig": "models.llama_config", "LlamaModel": "models.llama", "LlamaForCausalLM": "models.llama",
+    "LlamaForSequenceClassification": "models.llama",
     "GenerationConfig": "generation", "GenerationMixin": "generation", "TextStreamer": "generation",
     "Tokenizer": "tokenization", "BatchEncoding": "tokenization",
     "KVCache": "layers",

@@ -16,17 +16,19 @@ CONFIGS: dict[str, tuple[str, str]] = {
     "bert": ("bert", "BertConfig"),
     "gpt2": ("gpt2", "GPT2Config"),
     "bart": ("bart", "BartConfig"),
+    "llama": ("llama", "LlamaConfig"),
 }
 # task -> model_type -> class name in that module
 TASKS: dict[str, dict[str, str]] = {
-    "AutoModel": {"bert": "BertModel", "gpt2": "GPT2Model", "bart": "BartModel"},
+    "AutoModel": {"bert": "BertModel", "gpt2": "GPT2Model", "bart": "BartModel", "llama": "LlamaModel"},
     "AutoModelForSequenceClassification": {"bert": "BertForSequenceClassification",
                                            "gpt2": "GPT2ForSequenceClassification",
-                                           "bart": "BartForSequenceClassification"},
+                                           "bart": "BartForSequenceClassification",
+                                           "llama": "LlamaForSequenceClassification"},
     "AutoModelForMaskedLM": {"bert": "BertForMaskedLM"},
     "AutoModelForTokenClassification": {"bert": "BertForTokenClassification"},
     "AutoModelForQuestionAnswering": {"bert": "BertForQuestionAnswering"},
-    "AutoModelForCausalLM": {"gpt2": "GPT2LMHeadModel"},
+    "AutoModelForCausalLM": {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"},
     "AutoModelForSeq2SeqLM": {"bart": "BartForConditionalGeneration"},
 }
 
