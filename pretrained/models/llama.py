@@ -211,6 +211,7 @@ class LlamaForCausalLM(GenerationMixin, LlamaPreTrainedModel):
 
     base_model_class: ClassVar[type[LlamaModel]] = LlamaModel
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    positions_bounded = False  # rotary positions: generation may run past max_position_embeddings
 
     def __init__(self, config: LlamaConfig):
         super().__init__(config)

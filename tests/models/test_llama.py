@@ -93,6 +93,14 @@ def test_rope_types_match_transformers(rope, tmp_path):
         assert diff(ours(folder, "LlamaForCausalLM")(ids).logits, plain(ids).logits) > 10 * TOL
 
 
+def test_generation_past_max_position_embeddings_with_dynamic_rope(tmp_path):
+    """Rotary models may generate past max_position_embeddings (16 here), as in transformers; dynamic rope
+    rescales there, and the tokens stay transformers'."""
+    folder = save_hf(tmp_path, "LlamaForCausalLM", "LlamaConfig", seed=9,
+                     **{**TINY, "max_position_embeddings": 16, "rope_parameters": ROPES["dynamic"]})
+    check_generate(folder, "LlamaForCausalLM", V, T=12)
+
+
 def test_v4_config_keys_load_and_match(tmp_path):
     """A transformers v4 config.json (rope_theta beside rope_scaling with "type") loads as transformers 5 loads
     it; its rope_parameters (and saved config) are the same."""
