@@ -174,3 +174,14 @@ def test_bad_configs_raise_clear_errors(dirs, tmp_path):
         ours(dirs["LlamaModel"], "LlamaModel")(torch.tensor([[1, 99]]))
     with pytest.raises(ValueError, match="pad_token_id"):
         LlamaForSequenceClassification(LlamaConfig(**{**TINY, "pad_token_id": None}))(torch.ones(2, 3, dtype=torch.long))
+
+
+def test_config_modules_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom pretrained import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config\n"
+            "LlamaConfig(rope_scaling={'type': 'linear', 'factor': 2.0})\nprint('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
