@@ -136,19 +136,27 @@ def combine_masks(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
 
 
 # -- attention ---------------------------------------------------------------------------------------------
+_SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)  # SDPA's enable_gqa argument
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None, *, dropout: float = 0.0,
            is_causal: bool = False, scale: Optional[float] = None,
            need_weights: bool = False) -> tuple[Tensor, Optional[Tensor]]:
-    """softmax(q k^T * scale + mask) v over (B, nh, T, hs) tensors.
+    """softmax(q k^T * scale + mask) v over (B, nh, T, hs) queries and (B, nkv, S, hs) keys and values.
 
-    Uses scaled_dot_product_attention unless the attention weights are asked for.
+    Uses scaled_dot_product_attention unless the attention weights are asked for. With fewer key/value heads
+    than query heads (grouped-query attention, nh = nkv * n_rep), each kv head serves n_rep query heads: SDPA
+    does that itself when there is no mask (no copy, as transformers lets it), else the kv heads are repeated.
 
     Returns:
         (output (B, nh, T, hs), weights (B, nh, T, S) when need_weights else None)
     """
+    n_rep = q.size(1) // k.size(1)
+    if n_rep > 1 and (need_weights or mask is not None or not _SDPA_GQA):
+        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+        n_rep = 1
     if not need_weights:
+        gqa = {"enable_gqa": True} if n_rep > 1 else {}
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
-                                           is_causal=is_causal and mask is None, scale=scale)
+                                           is_causal=is_causal and mask is None, scale=scale, **gqa)
         return y, None
     scale = q.size(-1) ** -0.5 if scale is None else scale
     w = torch.matmul(q, k.transpose(-1, -2)) * scale  # (B, nh, T, S)

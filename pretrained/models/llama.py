@@ -22,7 +22,7 @@ from ..configuration import ConfigError
 from ..generation import GenerationMixin
 from ..layers import (GatedMLP, KVCache, Linear, RMSNorm, RotaryEmbedding, apply_rotary, as_batch, attend,
                       causal_attention_mask, check_attention_mask, check_input_ids, classification_loss,
-                      decoder_cache, last_token_logits, merge_heads, repeat_kv, token_loss)
+                      decoder_cache, last_token_logits, merge_heads, token_loss)
 from ..modeling import PreTrainedModel
 from ..outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
 from .llama_config import LlamaConfig
@@ -79,8 +79,7 @@ class LlamaAttention(nn.Module):
         q, k = apply_rotary(q.transpose(1, 2), k.transpose(1, 2), *position_embeddings)  # (B, nh|nkv, T, hs)
         if past_key_values is not None:
             k, v = past_key_values.update(self.layer_idx, k, v)  # (B, nkv, S, hs)
-        n = self.num_key_value_groups
-        y, weights = attend(q, repeat_kv(k, n), repeat_kv(v, n), attention_mask, is_causal=is_causal,
+        y, weights = attend(q, k, v, attention_mask, is_causal=is_causal,
                             dropout=self.attention_dropout if self.training else 0.0, scale=self.scaling,
                             need_weights=output_attentions)  # (B, nh, T, hs)
         return self.o_proj(merge_heads(y)), weights  # (B, T, C)

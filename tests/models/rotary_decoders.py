@@ -97,6 +97,9 @@ def check_forward(folder: str, arch: str, vocab_size: int, T: int = 12) -> None:
             # there too. Compare real tokens.
             keep = mask if (attn == "sdpa" and a.dim() == 3) else None
             assert diff(a, b, keep) <= TOL, (arch, attn, left, diff(a, b, keep))
+        ids = padded(vocab_size, T=T)[0]
+        with torch.no_grad():  # no padding: no mask at all (SDPA's causal kernel, kv heads not repeated)
+            assert diff(main_output(model(ids)), main_output(ref(ids))) <= TOL
     model, ref = ours(folder, arch, "eager"), hf(folder, arch, "eager")
     ids, mask, _ = padded(vocab_size, T=T)
     with torch.no_grad():
@@ -143,7 +146,16 @@ def check_cached_decoding(folder: str, arch: str, vocab_size: int, steps: int = 
             pos = torch.cat([pos, pos[:, -1:] + 1], 1)
             logits.append(out.logits)
         full = ref(ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1]).logits
+        # batch of one, no padding: every step runs without a mask
+        one = ids[:1, T:T + 4]
+        out = model(one[:, :2], use_cache=True)
+        last = [out.logits]
+        for i in (2, 3):
+            last.append(model(one[:, i:i + 1], past_key_values=out.past_key_values).logits)
+        assert diff(torch.cat(last, 1), ref(one).logits) <= TOL
     cache = out.past_key_values
+    assert cache.get_seq_length() == 4
+    cache = model(ids, attention_mask=mask, use_cache=True).past_key_values
     assert cache.get_seq_length() == T + steps
     cfg = model.config
     assert cache._keys[0].shape[1] == cfg.num_key_value_heads  # kv heads only
