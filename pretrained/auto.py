@@ -21,17 +21,27 @@ CONFIGS: dict[str, tuple[str, str]] = {
     "bert": ("bert", "BertConfig"),
     "gpt2": ("gpt2", "GPT2Config"),
     "bart": ("bart", "BartConfig"),
+    "llama": ("llama", "LlamaConfig"),
+    "mistral": ("mistral", "MistralConfig"),
+    "qwen2": ("qwen2", "Qwen2Config"),
+    "qwen3": ("qwen3", "Qwen3Config"),
 }
 # task -> model_type -> class name in that module
 TASKS: dict[str, dict[str, str]] = {
-    "AutoModel": {"bert": "BertModel", "gpt2": "GPT2Model", "bart": "BartModel"},
+    "AutoModel": {"bert": "BertModel", "gpt2": "GPT2Model", "bart": "BartModel", "llama": "LlamaModel",
+                  "mistral": "MistralModel", "qwen2": "Qwen2Model", "qwen3": "Qwen3Model"},
     "AutoModelForSequenceClassification": {"bert": "BertForSequenceClassification",
                                            "gpt2": "GPT2ForSequenceClassification",
-                                           "bart": "BartForSequenceClassification"},
+                                           "bart": "BartForSequenceClassification",
+                                           "llama": "LlamaForSequenceClassification",
+                                           "mistral": "MistralForSequenceClassification",
+                                           "qwen2": "Qwen2ForSequenceClassification",
+                                           "qwen3": "Qwen3ForSequenceClassification"},
     "AutoModelForMaskedLM": {"bert": "BertForMaskedLM"},
     "AutoModelForTokenClassification": {"bert": "BertForTokenClassification"},
     "AutoModelForQuestionAnswering": {"bert": "BertForQuestionAnswering"},
-    "AutoModelForCausalLM": {"gpt2": "GPT2LMHeadModel"},
+    "AutoModelForCausalLM": {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+                             "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"},
     "AutoModelForSeq2SeqLM": {"bart": "BartForConditionalGeneration"},
 }
 
