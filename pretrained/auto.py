@@ -16,16 +16,22 @@ CONFIGS: dict[str, tuple[str, str]] = {
     "bert": ("bert", "BertConfig"),
     "gpt2": ("gpt2", "GPT2Config"),
     "bart": ("bart", "BartConfig"),
+    "distilbert": ("distilbert", "DistilBertConfig"),
 }
 # task -> model_type -> class name in that module
 TASKS: dict[str, dict[str, str]] = {
-    "AutoModel": {"bert": "BertModel", "gpt2": "GPT2Model", "bart": "BartModel"},
+    "AutoModel": {"bert": "BertModel", "gpt2": "GPT2Model", "bart": "BartModel",
+                  "distilbert": "DistilBertModel"},
     "AutoModelForSequenceClassification": {"bert": "BertForSequenceClassification",
                                            "gpt2": "GPT2ForSequenceClassification",
-                                           "bart": "BartForSequenceClassification"},
-    "AutoModelForMaskedLM": {"bert": "BertForMaskedLM"},
-    "AutoModelForTokenClassification": {"bert": "BertForTokenClassification"},
-    "AutoModelForQuestionAnswering": {"bert": "BertForQuestionAnswering"},
+                                           "bart": "BartForSequenceClassification",
+                                           "distilbert": "DistilBertForSequenceClassification"},
+    "AutoModelForMaskedLM": {"bert": "BertForMaskedLM",
+                             "distilbert": "DistilBertForMaskedLM"},
+    "AutoModelForTokenClassification": {"bert": "BertForTokenClassification",
+                                        "distilbert": "DistilBertForTokenClassification"},
+    "AutoModelForQuestionAnswering": {"bert": "BertForQuestionAnswering",
+                                      "distilbert": "DistilBertForQuestionAnswering"},
     "AutoModelForCausalLM": {"gpt2": "GPT2LMHeadModel"},
     "AutoModelForSeq2SeqLM": {"bart": "BartForConditionalGeneration"},
 }

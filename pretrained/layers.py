@@ -53,6 +53,22 @@ def activation(name: str) -> Callable[[Tensor], Tensor]:
         raise ConfigError(f"unknown activation {name!r}; supported: {', '.join(sorted(ACTIVATIONS))}") from None
 
 
+class Activation(nn.Module):
+    """The activation a config names, as a module: transformers' activations are modules, so forward hooks fire on
+    them (e.g. `ffn.activation`), and ours must too."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        self.fn = activation(name)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+    def extra_repr(self) -> str:
+        return repr(self.name)
+
+
 # -- linear layers -----------------------------------------------------------------------------------------
 # Opt-in fast path. For inference on the CPU, oneDNN's inner product is 1.2-2x faster than the default BLAS path
 # on these models' shapes (bench/RESULTS.md), but it sums in another order: outputs move by ~1e-5 on real
@@ -184,6 +200,29 @@ def as_batch(input_ids: Tensor, name: str = "input_ids") -> Tensor:
     return input_ids
 
 
+def check_encoder_inputs(input_ids: Optional[Tensor], inputs_embeds: Optional[Tensor], position_ids: Optional[Tensor],
+                         vocab_size: int, max_positions: Optional[int]) -> Optional[Tensor]:
+    """The checks every encoder's forward makes: exactly one of input_ids / inputs_embeds, ids inside the
+    vocabulary, a length or position_ids inside the position table (`max_positions` None: no table, e.g.
+    rotary). Returns input_ids as a batch ((T,) becomes (1, T)); raises ValueError naming the culprit."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids and inputs_embeds")
+    if input_ids is not None:
+        input_ids = as_batch(input_ids)
+        check_input_ids(input_ids, vocab_size)
+        T = input_ids.shape[1]
+    else:
+        if inputs_embeds.dim() != 3:
+            raise ValueError(f"inputs_embeds must have shape (batch, length, hidden), got {tuple(inputs_embeds.shape)}")
+        T = inputs_embeds.shape[1]
+    if max_positions is not None:
+        if position_ids is None:
+            check_length(T, max_positions)
+        else:
+            check_position_ids(position_ids, max_positions)
+    return input_ids
+
+
 # -- losses ------------------------------------------------------------------------------------------------
 def classification_loss(logits: Tensor, labels: Tensor, num_labels: int, problem_type: Optional[str]) -> Tensor:
     """Loss of a sequence classifier, chosen as transformers does when `problem_type` is not set:
@@ -211,6 +250,15 @@ def token_loss(logits: Tensor, labels: Tensor, shift: bool = False) -> Tensor:
         logits, labels = logits[..., :-1, :], labels[..., 1:]
     labels = labels.to(logits.device)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100)
+
+
+def span_loss(start_logits: Tensor, end_logits: Tensor, start_positions: Tensor, end_positions: Tensor) -> Tensor:
+    """Extractive QA loss: mean of the start and end cross-entropies over (B, T) logits. As in transformers,
+    positions outside the sequence are clamped to T and ignored."""
+    T = start_logits.size(1)
+    s = start_positions.reshape(-1).to(start_logits.device).clamp(0, T)
+    e = end_positions.reshape(-1).to(end_logits.device).clamp(0, T)
+    return (F.cross_entropy(start_logits, s, ignore_index=T) + F.cross_entropy(end_logits, e, ignore_index=T)) / 2
 
 
 # == decoders: causal masks over a cache, position checks, the KV cache (GPT-2, BART) ====================

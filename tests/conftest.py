@@ -42,14 +42,15 @@ def minilm_dir() -> str:
     return str(folder)
 
 
-def perturb(model, seed: int = 0) -> None:
-    """Give every bias and LayerNorm weight random values, so that a misnamed or dropped tensor shows."""
+def perturb(model, seed: int = 0, any_norm: bool = False) -> None:
+    """Give every bias and LayerNorm weight random values, so that a misnamed or dropped tensor shows.
+    `any_norm`: every norm weight, whatever the family calls it (`sa_layer_norm`, `final_norm`, ...)."""
     import torch
 
     g = torch.Generator().manual_seed(seed + 1000)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("bias") or "LayerNorm" in name:
+            if name.endswith("bias") or "LayerNorm" in name or any_norm and "norm" in name.lower():
                 p.add_(torch.randn(p.shape, generator=g) * 0.2)
 
 
@@ -131,3 +132,48 @@ def max_diff(a, b) -> float:
 def diff():
     """`diff(a, b)` -> max abs difference of two tensors, as a float."""
     return max_diff
+
+
+# -- encoder families (DistilBERT, MPNet, RoBERTa / XLM-R / CamemBERT, ModernBERT) ---------------------------------
+@pytest.fixture(scope="session")
+def hf_family_checkpoint(tmp_path_factory):
+    """Factory: `hf_family_checkpoint(arch, config_class, seed=0, **config)` -> folder where transformers saved a tiny
+    seeded, perturbed `transformers.<arch>` built from `transformers.<config_class>(**config)` (once per session for
+    each set of arguments). Treat it read-only."""
+    made: dict = {}
+
+    def make(arch: str, config_class: str, *, seed: int = 0, **config) -> str:
+        key = (arch, config_class, seed, repr(sorted(config.items())))
+        if key not in made:
+            import torch
+            import transformers
+
+            torch.manual_seed(seed)
+            model = getattr(transformers, arch)(getattr(transformers, config_class)(**config))
+            perturb(model, seed, any_norm=True)
+            folder = tmp_path_factory.mktemp(f"hf-{arch}")
+            model.save_pretrained(folder)
+            made[key] = str(folder)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def fired_modules():
+    """`fired_modules(model, **inputs)` -> the names of the modules whose forward hooks fire in one forward."""
+    def run(model, **inputs) -> set[str]:
+        import torch
+
+        fired: set[str] = set()
+        handles = [module.register_forward_hook(lambda *_, name=name: fired.add(name))
+                   for name, module in model.named_modules()]
+        try:
+            with torch.no_grad():
+                model(**inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return fired
+
+    return run
