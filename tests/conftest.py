@@ -177,3 +177,24 @@ def fired_modules():
         return fired
 
     return run
+
+
+def assert_outputs_close(ours, theirs, fields, tol: float, states: bool = True) -> None:
+    """The named output fields, and (with `states`) every hidden state and attention map, within `tol`."""
+    for field in fields:
+        a, b = getattr(ours, field), getattr(theirs, field)
+        assert a.shape == b.shape and a.dtype == b.dtype, field
+        assert max_diff(a, b) <= tol, (field, max_diff(a, b))
+    if states:
+        for name in ("hidden_states", "attentions"):
+            a, b = getattr(ours, name), getattr(theirs, name)
+            assert isinstance(a, tuple) and len(a) == len(b) > 0, name
+            for i, (x, y) in enumerate(zip(a, b)):
+                assert x.shape == y.shape and max_diff(x, y) <= tol, (name, i, max_diff(x, y))
+
+
+@pytest.fixture(scope="session")
+def outputs_close():
+    """`outputs_close(ours, theirs, fields, tol, states=True)`: assert the fields (and all hidden states and
+    attentions) of two model outputs agree within `tol`."""
+    return assert_outputs_close

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import (Activation, attend, check_attention_mask, check_encoder_inputs, check_heads,
-                      classification_loss, Linear, merge_heads, padding_mask, span_loss, split_heads, token_loss)
+                      classification_loss, Linear, merge_heads, padding_mask, span_outputs, split_heads, token_loss)
 from ..modeling import PreTrainedModel
 from ..outputs import (BaseModelOutput, MaskedLMOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput,
                        TokenClassifierOutput)
@@ -256,10 +256,7 @@ class DistilBertForQuestionAnswering(DistilBertPreTrainedModel):
         return_dict = self.config.return_dict if return_dict is None else return_dict
         out = self.distilbert(input_ids, attention_mask, inputs_embeds, position_ids, output_attentions,
                               output_hidden_states, return_dict=True)
-        start, end = self.qa_outputs(self.dropout(out.last_hidden_state)).split(1, dim=-1)  # 2 × (B, T, 1)
-        start, end = start.squeeze(-1).contiguous(), end.squeeze(-1).contiguous()  # (B, T)
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = span_loss(start, end, start_positions, end_positions)
+        logits = self.qa_outputs(self.dropout(out.last_hidden_state))  # (B, T, 2)
+        start, end, loss = span_outputs(logits, start_positions, end_positions)
         return _head_outputs(out, return_dict, QuestionAnsweringModelOutput, loss,
                              start_logits=start, end_logits=end)

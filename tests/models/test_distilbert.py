@@ -46,14 +46,8 @@ def run(model, inputs, **kwargs):
         return model(**inputs, **kwargs)
 
 
-def assert_close(ours, theirs, arch, diff, states: bool = True) -> None:
-    for field in FIELDS.get(arch, ("logits",)):
-        a, b = getattr(ours, field), getattr(theirs, field)
-        assert a.shape == b.shape and diff(a, b) <= TOL, (field, diff(a, b))
-    if states:
-        for name in ("hidden_states", "attentions"):
-            a, b = getattr(ours, name), getattr(theirs, name)
-            assert len(a) == len(b) > 0 and all(diff(x, y) <= TOL for x, y in zip(a, b)), name
+def assert_close(ours, theirs, arch, outputs_close, states: bool = True) -> None:
+    outputs_close(ours, theirs, FIELDS.get(arch, ("logits",)), TOL, states)
 
 
 # -- config ---------------------------------------------------------------------------------------------------------
@@ -71,17 +65,17 @@ def test_config_json_matches_transformers(kwargs):
 # -- parity, both directions ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("size", ["tiny", "odd"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_we_load_what_transformers_saves(hf_family_checkpoint, batch, diff, arch, size):
+def test_we_load_what_transformers_saves(hf_family_checkpoint, batch, outputs_close, arch, size):
     folder = checkpoint(hf_family_checkpoint, arch, size)
     ours = getattr(distilbert, arch).from_pretrained(folder)
     inputs = inputs_for(batch, size)
     assert_close(run(ours, inputs, output_hidden_states=True, output_attentions=True),
-                 run(hf(folder, arch), inputs, output_hidden_states=True, output_attentions=True), arch, diff)
-    assert_close(run(ours, inputs), run(hf(folder, arch, "sdpa"), inputs), arch, diff, states=False)
+                 run(hf(folder, arch), inputs, output_hidden_states=True, output_attentions=True), arch, outputs_close)
+    assert_close(run(ours, inputs), run(hf(folder, arch, "sdpa"), inputs), arch, outputs_close, states=False)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_transformers_loads_what_we_save(hf_family_checkpoint, batch, diff, tmp_path, arch):
+def test_transformers_loads_what_we_save(hf_family_checkpoint, batch, outputs_close, tmp_path, arch):
     ours = getattr(distilbert, arch).from_pretrained(checkpoint(hf_family_checkpoint, arch, "odd", seed=1))
     ours.save_pretrained(tmp_path)
     theirs, info = getattr(transformers, arch).from_pretrained(str(tmp_path), attn_implementation="eager",
@@ -89,7 +83,7 @@ def test_transformers_loads_what_we_save(hf_family_checkpoint, batch, diff, tmp_
     assert not any(info.values()), info
     inputs = inputs_for(batch, "odd", seed=1)
     assert_close(run(ours, inputs, output_hidden_states=True, output_attentions=True),
-                 run(theirs.eval(), inputs, output_hidden_states=True, output_attentions=True), arch, diff)
+                 run(theirs.eval(), inputs, output_hidden_states=True, output_attentions=True), arch, outputs_close)
 
 
 def test_fresh_model_ties_and_sinusoidal_init(batch, diff, tmp_path):
