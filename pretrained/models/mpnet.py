@@ -2,8 +2,8 @@
 bias (T5-style buckets, shared by all layers) to absolute positions counted RoBERTa's way, from padding_idx + 1.
 
 Reads the checkpoints transformers reads: `microsoft/mpnet-base`, sentence-transformers' all-mpnet-base-v2
-(saved from MPNetModel, without the `mpnet.` prefix) and anything `MPNetModel`/`MPNetFor*` saved. The module tree is
-transformers': `mpnet.encoder.layer.0.attention.attn.q`, `.attention.LayerNorm`, `mpnet.encoder.relative_attention_bias`.
+(saved from MPNetModel, without the `mpnet.` prefix) and anything `MPNetModel`/`MPNetFor*` saved. The module tree
+is transformers': `mpnet.encoder.layer.0.attention.attn.q`, `.attention.LayerNorm`, `.encoder.relative_attention_bias`.
 
 transformers runs MPNet with its explicit (eager) attention only. Ours does that under attn_implementation="eager" or
 when attention weights are asked for (bit for bit transformers' numbers, and the `attention.attn.dropout` hook fires);
