@@ -146,6 +146,16 @@ def combine_masks(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
     return (a + b).clamp_(min=torch.finfo(a.dtype).min)
 
 
+def sliding_window_mask(T: int, window: int, dtype: torch.dtype, device: torch.device) -> Optional[Tensor]:
+    """Additive (1, 1, T, T) mask of a bidirectional local attention: query i sees key j when |i - j| <= window
+    (ModernBERT's local layers). None when the window covers the whole sequence."""
+    if T <= window + 1:
+        return None
+    pos = torch.arange(T, device=device)
+    far = (pos[None, :] - pos[:, None]).abs() > window  # (T, T)
+    return torch.zeros(T, T, dtype=dtype, device=device).masked_fill_(far, torch.finfo(dtype).min)[None, None]
+
+
 # -- attention ---------------------------------------------------------------------------------------------
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None, *, dropout: float = 0.0,
            is_causal: bool = False, scale: Optional[float] = None,
@@ -425,3 +435,16 @@ def decoder_cache(past_key_values: Optional[KVCache], use_cache: bool) -> Option
         raise TypeError(f"past_key_values must be the KVCache that an earlier call returned, got "
                         f"{type(past_key_values).__name__} (transformers' tuple format is not accepted)")
     return past_key_values
+
+
+# == rotary position embeddings ==========================================================================
+def rotate_half(x: Tensor) -> Tensor:
+    """(x1, x2) -> (-x2, x1) over the two halves of the last dimension."""
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """Rotate queries (B, nh, T, hs) and keys (B, nkv, T, hs) by angles whose cos and sin are (B, T, hs)."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, hs)
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
