@@ -29,9 +29,12 @@ SENTENCES = [
 
 
 def st_models():
-    import sentence_transformers
-
-    return sentence_transformers.models
+    """sentence-transformers' module classes (Transformer, Pooling, Dense, Normalize)."""
+    try:
+        from sentence_transformers.sentence_transformer import modules  # 6.x
+    except ImportError:
+        from sentence_transformers import models as modules  # earlier releases
+    return modules
 
 
 def diff(a, b) -> float:
@@ -319,3 +322,51 @@ def test_cross_encoder_bad_pairs(tiny_classifier):
         ours.predict([("a", "b"), (1, "c")])
     with pytest.raises(ValueError, match=r"sentences\[0\] must be a pair"):
         ours.predict([("a", "b", "c")])
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+def _printed_rows(out: str, n: int) -> list[list[float]]:
+    import re
+
+    rows = [line for line in out.splitlines() if re.search(r"-?\d\.\d{3}\s*$", line) and "[" not in line]
+    return [[float(v) for v in re.findall(r"-?\d+\.\d{3}", row)[-n:]] for row in rows]
+
+
+def test_cli_runs_a_sentence_transformers_folder_with_its_modules_and_prompt(tiny_encoder, tmp_path, capsys):
+    from pretrained import cli
+
+    texts = SENTENCES[:3]
+    theirs = st_saved(tiny_encoder(), tmp_path, "max", dense=True, similarity_fn_name="dot",
+                      prompts={"query": "query: "}, default_prompt_name="query")
+    assert cli.main(["run", str(tmp_path), *texts]) == 0
+    out = capsys.readouterr().out
+    assert "Pooling(max) -> Dense(32->16, GELU)" in out and "prompt 'query': 'query: '" in out
+    assert "sentence embeddings: (3, 16)" in out and "dot similarity:" in out
+    emb = theirs.encode(texts, convert_to_tensor=True)  # the default prompt applies
+    assert np.allclose(_printed_rows(out, 3), theirs.similarity(emb, emb).numpy(), atol=6e-4)
+    assert cli.main(["run", str(tmp_path), *texts, "--prompt-name", "nope"]) == 1
+    assert "unknown prompt name 'nope'" in capsys.readouterr().err
+
+
+def test_cli_ranks_documents_with_a_reranker(tiny_classifier, capsys):
+    import sentence_transformers
+    from pretrained import cli
+
+    folder = tiny_classifier(num_labels=1)  # one label: a reranker
+    query, docs = PAIRS[0][0], [d for _, d in PAIRS]
+    assert cli.main(["run", folder, query, *docs]) == 0
+    out = capsys.readouterr().out
+    assert "CrossEncoder: BertForSequenceClassification" in out and "Sigmoid" in out
+    ranked = sentence_transformers.CrossEncoder(folder, device="cpu").rank(query, docs)
+    lines = [line for line in out.splitlines() if line.strip()[:2] in {f"{i}." for i in range(1, 6)}]
+    assert [float(line.split()[1]) for line in lines] == pytest.approx([r["score"] for r in ranked], abs=1e-4)
+    with pytest.raises(SystemExit, match="needs a query and at least one document"):
+        cli.main(["run", folder, "only a query"])
+
+
+def test_cli_keeps_labels_for_multi_label_classifiers(tiny_classifier, capsys):
+    from pretrained import cli
+
+    assert cli.main(["run", tiny_classifier(num_labels=3), "great film"]) == 0
+    out = capsys.readouterr().out
+    assert "LABEL_2" in out and "CrossEncoder" not in out
