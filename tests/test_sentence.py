@@ -370,3 +370,29 @@ def test_cli_keeps_labels_for_multi_label_classifiers(tiny_classifier, capsys):
     assert cli.main(["run", tiny_classifier(num_labels=3), "great film"]) == 0
     out = capsys.readouterr().out
     assert "LABEL_2" in out and "CrossEncoder" not in out
+
+
+# --------------------------------------------------------------------------------------------------- Hub
+def test_hub_id_loads_the_modules_through_the_cache(tiny_encoder, tmp_path):
+    """A bare id is looked up under sentence-transformers/, as sentence-transformers does; the module folders
+    (1_Pooling, 2_Dense) come through the same Hub cache; a warm load asks the Hub once."""
+    from hub_server import HubServer
+    from test_hub import ok, run_py
+
+    theirs = st_saved(tiny_encoder(), tmp_path / "st", "cls", dense=True, normalize=True)
+    code = """
+    from pretrained import SentenceTransformer
+    model = SentenceTransformer("tiny-st", device="cpu")
+    result["modules"] = [type(m).__name__ for m in model]
+    result["embeddings"] = model.encode(TEXTS).tolist()
+    """.replace("TEXTS", repr(SENTENCES))
+    with HubServer() as hub:
+        hub.add_repo("sentence-transformers/tiny-st", tmp_path / "st")
+        cold = ok(run_py(code, home=tmp_path / "home", hub=hub))
+        hub.reset()
+        warm = ok(run_py(code, home=tmp_path / "home", hub=hub))
+        calls = [str(h) for h in hub.hits if "/api/agent-harnesses" not in h.path]
+    assert cold["modules"] == ["Transformer", "Pooling", "Dense", "Normalize"]
+    assert diff(cold["embeddings"], theirs.encode(SENTENCES)) <= TOL
+    assert warm["embeddings"] == cold["embeddings"]
+    assert len(calls) == 1 and "/api/models/sentence-transformers/tiny-st" in calls[0], calls
