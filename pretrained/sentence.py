@@ -22,6 +22,7 @@ sentence-transformers would run with `trust_remote_code=True`) are refused with 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 import math
@@ -36,7 +37,7 @@ from torch import Tensor, nn
 
 from .auto import AutoConfig, AutoModel, AutoModelForSequenceClassification
 from .configuration import ConfigError, read_config_dict
-from .hub import RepoNotFoundError, Source
+from .hub import HubError, NotCachedError, RepoNotFoundError, Source
 from .layers import Linear
 from .tokenization import AutoTokenizer, Tokenizer
 from .weights import read_weights, write_weights
@@ -83,8 +84,13 @@ def _source(name_or_path, default_org: str, options: dict) -> Source:
     try:
         source.file("config.json")
         return source
-    except RepoNotFoundError:
-        return Source(name, **options)
+    except (RepoNotFoundError, NotCachedError) as error:
+        bare = Source(name, **options)
+        try:
+            bare.file("config.json")
+        except HubError:
+            raise error from None  # the id under default_org is the one most likely meant
+        return bare
 
 
 def _read_json(source: Source, filename: str) -> Optional[dict]:
@@ -212,8 +218,11 @@ class Transformer(nn.Module):
                 tokenizer.model_max_length = min(tokenizer.model_max_length, limit)
         if do_lower_case:
             _add_lowercase(tokenizer)
+        # What the tokenizer gives and the model's forward takes (DistilBERT takes no token_type_ids).
+        accepted = inspect.signature(model.forward).parameters
         names = ("input_ids", "attention_mask", "token_type_ids")
-        self._model_inputs = tuple(n for n in names if n in tokenizer.model_input_names or n == "input_ids")
+        self._model_inputs = tuple(n for n in names if n in accepted and
+                                   (n in tokenizer.model_input_names or n == "input_ids"))
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     @property

@@ -388,10 +388,13 @@ def test_hub_id_loads_the_modules_through_the_cache(tiny_encoder, tmp_path):
     """.replace("TEXTS", repr(SENTENCES))
     with HubServer() as hub:
         hub.add_repo("sentence-transformers/tiny-st", tmp_path / "st")
+        hub.add_repo("plain-encoder", tiny_encoder())  # not under sentence-transformers/: the bare id is used
         cold = ok(run_py(code, home=tmp_path / "home", hub=hub))
         hub.reset()
         warm = ok(run_py(code, home=tmp_path / "home", hub=hub))
         calls = [str(h) for h in hub.hits if "/api/agent-harnesses" not in h.path]
+        plain = ok(run_py(code.replace("tiny-st", "plain-encoder"), home=tmp_path / "home", hub=hub))
+    assert plain["modules"] == ["Transformer", "Pooling"]
     assert cold["modules"] == ["Transformer", "Pooling", "Dense", "Normalize"]
     assert diff(cold["embeddings"], theirs.encode(SENTENCES)) <= TOL
     assert warm["embeddings"] == cold["embeddings"]
