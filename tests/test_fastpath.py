@@ -46,7 +46,7 @@ IDS = torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(1))
 def test_exact_attribute_reaches_every_layer_and_frees_packs():
     model = tiny_gpt2()
     logits(model, IDS, exact=False)
-    conv = model.transformer.h[0].attn["c_attn"]
+    conv = model.transformer.h[0].attn.c_attn
     assert fastpath.has_pack(conv.weight) and fastpath.has_pack(model.lm_head.weight)
     model.exact = True
     assert conv.exact and model.lm_head.exact and model.transformer.exact
@@ -58,14 +58,14 @@ def test_exact_attribute_reaches_every_layer_and_frees_packs():
 def edits():
     def in_place(m):
         with torch.no_grad():
-            m.transformer.h[0].attn["c_attn"].weight.mul_(2.0)
+            m.transformer.h[0].attn.c_attn.weight.mul_(2.0)
 
     def load_state(m):
         state = {k: v * 1.5 if k.endswith("c_fc.weight") else v for k, v in m.state_dict().items()}
         m.load_state_dict(state)
 
     def assign(m):
-        m.transformer.h[1].mlp["c_proj"].weight = torch.nn.Parameter(m.transformer.h[1].mlp["c_proj"].weight * -1)
+        m.transformer.h[1].mlp.c_proj.weight = torch.nn.Parameter(m.transformer.h[1].mlp.c_proj.weight * -1)
 
     def optimizer_step(m):
         m.train()
@@ -125,14 +125,14 @@ def resident(t: torch.Tensor) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pages are given back on Linux only")
 def test_packed_mmapped_weights_leave_memory_and_stay_readable(minilm_dir, tmp_path, hf_model):
     model = BertModel.from_pretrained(minilm_dir)  # packs at load
-    dense = model.encoder.layer[0].intermediate["dense"].weight  # 1536 x 384 fp32, 2.3 MB, memory-mapped
+    dense = model.encoder.layer[0].intermediate.dense.weight  # 1536 x 384 fp32, 2.3 MB, memory-mapped
     assert fastpath.has_pack(dense) and resident(dense) == 0
     reference = BertModel.from_pretrained(minilm_dir, exact=True)
-    assert torch.equal(dense, reference.encoder.layer[0].intermediate["dense"].weight)  # read back from the file
+    assert torch.equal(dense, reference.encoder.layer[0].intermediate.dense.weight)  # read back from the file
     # a weight written to (copy-on-write pages) is never given back, and its pack follows the edit
     with torch.no_grad():
         dense.mul_(0.5)
-        reference.encoder.layer[0].intermediate["dense"].weight.mul_(0.5)
+        reference.encoder.layer[0].intermediate.dense.weight.mul_(0.5)
     ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102]])
     with torch.inference_mode():
         a = model(ids).last_hidden_state
