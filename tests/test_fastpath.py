@@ -140,3 +140,31 @@ def test_packed_mmapped_weights_leave_memory_and_stay_readable(minilm_dir, tmp_p
     assert resident(dense) > 0 and (a - b).abs().max() <= 1e-4
     model.save_pretrained(tmp_path)
     assert torch.equal(hf_model(str(tmp_path)).encoder.layer[0].intermediate.dense.weight, dense)
+
+
+def linear_weights(model):
+    return [m.weight for m in model.modules() if hasattr(m, "prepack")]
+
+
+def test_from_pretrained_packs_ahead_so_the_first_forward_does_not(hf_checkpoint):
+    folder = hf_checkpoint("BertForMaskedLM")
+    model = BertModel.from_pretrained(folder)
+    assert all(fastpath.has_pack(w) for w in linear_weights(model))
+    exact = BertModel.from_pretrained(folder, exact=True)
+    assert not any(fastpath.has_pack(w) for w in linear_weights(exact))
+
+
+@pytest.mark.parametrize("saved, asked", [(torch.bfloat16, "auto"), (None, torch.bfloat16)])
+def test_bfloat16_runs_on_packed_bf16_weights(hf_checkpoint, hf_model, batch, saved, asked):
+    """A bf16 checkpoint with dtype="auto", and an fp32 one loaded with dtype=torch.bfloat16, compute in bf16 on
+    packed weights, close to transformers in bf16."""
+    folder = hf_checkpoint("BertModel", dtype=saved)
+    model = BertModel.from_pretrained(folder, dtype=asked)
+    assert model.dtype == torch.bfloat16
+    assert all(fastpath.has_pack(w) and fastpath.packed_weight(w).dtype == torch.bfloat16
+               for w in linear_weights(model))
+    inputs = batch(99)
+    theirs = hf_model(folder, "BertModel", dtype=torch.bfloat16)
+    with torch.inference_mode():
+        a, b = model(**inputs).last_hidden_state, theirs(**inputs).last_hidden_state
+    assert a.dtype == torch.bfloat16 and (a.float() - b.float()).abs().max() <= 0.05 * b.float().abs().max()
