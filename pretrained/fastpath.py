@@ -97,12 +97,19 @@ def _version(t: Tensor) -> int:
         return -1
 
 
+def _current(weight: Tensor, transposed: bool) -> tuple[tuple, Optional[_Pack]]:
+    """(the key `weight` has now, its pack if that pack was made from exactly this tensor as it is now)."""
+    key = (weight.data_ptr(), _version(weight), weight.dtype, weight.shape, transposed)
+    pack = weight.__dict__.get("_pretrained_pack")
+    fresh = pack is not None and pack.key == key and not pack.storage.expired()
+    return key, pack if fresh else None
+
+
 def packed_weight(weight: Tensor, transposed: bool = False) -> Tensor:
     """`weight` (out, in), or `weight.t()` when `transposed` (GPT-2's Conv1D keeps (in, out)), in oneDNN's
     blocked layout: made on first use and whenever the weight has changed since, then reused."""
-    key = (weight.data_ptr(), _version(weight), weight.dtype, weight.shape, transposed)
-    pack = weight.__dict__.get("_pretrained_pack")
-    if pack is not None and pack.key == key and not pack.storage.expired():
+    key, pack = _current(weight, transposed)
+    if pack is not None:
         return pack.tensor
     populate(weight)  # one call maps every page of a memory-mapped weight, rather than one fault per page
     with torch.no_grad():
@@ -122,10 +129,13 @@ def drop_pack(weight: Tensor) -> None:
     weight.__dict__.pop("_pretrained_pack", None)
 
 
-def drop_packs(module: nn.Module) -> None:
-    """Forget every packed weight of `module` (they are remade on the next fast forward)."""
+def drop_packs(module: nn.Module, stale_only: bool = False) -> None:
+    """Forget the packed weights of `module` (they are remade on the next fast forward); with `stale_only`, only
+    those whose weight has changed since (after `.to()`, so that the old packs do not hold memory)."""
     for p in module.parameters():
-        drop_pack(p)
+        pack = p.__dict__.get("_pretrained_pack")
+        if pack is not None and not (stale_only and pack.key is not None and _current(p, pack.key[-1])[1]):
+            drop_pack(p)
 
 
 # -- pages of memory-mapped weights -----------------------------------------------------------------------------

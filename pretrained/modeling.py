@@ -96,9 +96,10 @@ class PreTrainedModel(nn.Module):
     _exact: Optional[bool] = None
 
     def _apply(self, fn, recurse: bool = True):
-        # .to() / .half() / .cuda() replace the weights: packs of the old ones would only hold memory
-        fastpath.drop_packs(self)
-        return super()._apply(fn, recurse)
+        # .to() / .half() / .cuda() may replace the weights: packs of the old ones would only hold memory
+        result = super()._apply(fn, recurse)
+        fastpath.drop_packs(self, stale_only=True)
+        return result
 
     @property
     def base_model(self) -> nn.Module:

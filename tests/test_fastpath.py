@@ -168,3 +168,14 @@ def test_bfloat16_runs_on_packed_bf16_weights(hf_checkpoint, hf_model, batch, sa
     with torch.inference_mode():
         a, b = model(**inputs).last_hidden_state, theirs(**inputs).last_hidden_state
     assert a.dtype == torch.bfloat16 and (a.float() - b.float()).abs().max() <= 0.05 * b.float().abs().max()
+
+
+def test_to_keeps_packs_of_unchanged_weights_and_frees_the_others():
+    model = tiny_gpt2()
+    logits(model, IDS, exact=False)
+    head = model.lm_head.weight
+    pack = head.__dict__["_pretrained_pack"].tensor
+    model.to("cpu").to(torch.float32)  # nothing changes: the packs stay
+    assert head.__dict__["_pretrained_pack"].tensor is pack
+    model.to(torch.bfloat16)
+    assert not any(fastpath.has_pack(p) for p in model.parameters())
