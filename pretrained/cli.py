@@ -190,7 +190,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force-download", action="store_true", help="download again even when cached")
     p = sub.add_parser("cache", help="list the checkpoints in the Hub cache, with revision and size")
     p.add_argument("--cache-dir", help="cache folder (default: $HF_HUB_CACHE)")
+    add_batch_commands(sub)
     return parser
+
+
+# -- corpus-scale jobs: pretrained embed | classify | generate MODEL INPUT OUTPUT ---------------------------
+BATCH_HELP = {
+    "embed": "sentence embeddings of every text in INPUT (the checkpoint's own pooling)",
+    "classify": "the label and its probability for every text in INPUT",
+    "generate": "a completion for every prompt in INPUT",
+}
+
+
+def add_batch_commands(sub) -> None:
+    for task, text in BATCH_HELP.items():
+        p = sub.add_parser(task, help=text, description=(
+            f"{text[0].upper() + text[1:]}. INPUT: a .txt (a text a line), .jsonl, .csv or .parquet file, a folder or "
+            "glob of them, or - for stdin. OUTPUT: .parquet, .jsonl" + (" or .npy" if task == "embed" else "") +
+            ". Output is written in parts as it goes: rerun the same command after a crash to resume."))
+        p.add_argument("model", help="folder or Hub id")
+        p.add_argument("input", help="file, folder, glob or - (stdin)")
+        p.add_argument("output", help="output file (.parquet, .jsonl" + (", .npy)" if task == "embed" else ")"))
+        p.add_argument("--text-column", default="text", help="column holding the texts (default: text)")
+        p.add_argument("--id-column", help="column identifying each row, kept in the output")
+        p.add_argument("--batch-size", type=int, default=8 if task == "generate" else 32)
+        p.add_argument("--part-size", type=int, default=256 if task == "generate" else 4096,
+                       help="rows per output part (the unit of resume)")
+        p.add_argument("--on-error", choices=("skip", "fail"), default="fail",
+                       help="a bad row (e.g. a text that is not a string): skip it, or stop (default)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local (default) or ray: the same job on Ray Data (pip install \"pretrained[ray]\")")
+        p.add_argument("--ray-address", help="Ray cluster to join (e.g. auto); default: start a local one")
+        p.add_argument("--num-workers", type=int, default=None, help="Ray actors, each with the model loaded once")
+        if task != "generate":
+            p.add_argument("--max-length", type=int, default=None, help="truncate texts to this many tokens")
+        if task == "embed":
+            p.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
+            p.add_argument("--prompt-name", help="a prompt of the checkpoint's config_sentence_transformers.json")
+        if task == "generate":
+            p.add_argument("--raw", action="store_true", help="prompts as they are, without the chat template")
+            p.add_argument("--top-k", type=int, default=None)
+            add_generation_flags(p)
+
+
+def run_batch(args: argparse.Namespace) -> None:
+    from . import batch
+
+    common = dict(text_column=args.text_column, id_column=args.id_column, batch_size=args.batch_size,
+                  part_size=args.part_size, on_error=args.on_error,
+                  show_progress_bar=False if args.no_progress else None, engine=args.engine,
+                  ray_address=args.ray_address, num_workers=args.num_workers)
+    if args.command == "embed":
+        summary = batch.embed(args.model, args.input, args.output, max_length=args.max_length,
+                              normalize=args.normalize, prompt_name=args.prompt_name, **common)
+    elif args.command == "classify":
+        summary = batch.classify(args.model, args.input, args.output, max_length=args.max_length, **common)
+    else:
+        summary = batch.generate(args.model, args.input, args.output, raw=args.raw,
+                                 max_new_tokens=args.max_new_tokens, do_sample=args.do_sample or None,
+                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                 num_beams=args.num_beams, repetition_penalty=args.repetition_penalty,
+                                 no_repeat_ngram_size=args.no_repeat_ngram_size, seed=args.seed, **common)
+    for row_id, reason in summary.failed:
+        print(f"skipped row {row_id!r}: {reason}", file=sys.stderr)
+    print(summary, file=sys.stderr)
 
 
 def download(model_name: str, **options) -> str:
@@ -249,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                            cache_dir=args.cache_dir, force_download=args.force_download))
         elif args.command == "cache":
             print_cache(args.cache_dir)
+        elif args.command in BATCH_HELP:
+            run_batch(args)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
