@@ -599,11 +599,13 @@ def run_ray(options: Options, input: str, output: str, *, ray_address: Optional[
                  **({} if ray_address else {"num_cpus": max(num_workers or 1, os.cpu_count() or 1)}))
     ctx = data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # output rows in input order, as the local engine writes them
-    ds = _ray_read(data, files, options)
     workers = num_workers or 1
-    runner = _ray_runner(options, on_error)
-    ds = ds.map_batches(runner, batch_size=batch_rows, batch_format="pyarrow", concurrency=workers,
-                        num_cpus=max(1, (os.cpu_count() or 1) // workers) if not ray_address else 1)
+    # The actors share the cluster's CPUs but one: Ray Data's own tasks (listing, reading, writing) need a whole
+    # CPU, and actors holding every CPU would starve the reads that feed them.
+    actor_cpus = max(0.1, (ray.cluster_resources().get("CPU", 1) - 1) / workers)
+    ds = _ray_read(data, files, options)
+    ds = ds.map_batches(_ray_runner(options, on_error, max(1, round(actor_cpus))), batch_size=batch_rows,
+                        batch_format="pyarrow", compute=data.ActorPoolStrategy(size=workers), num_cpus=actor_cpus)
     if os.path.exists(output):
         shutil.rmtree(output) if os.path.isdir(output) else os.unlink(output)
     if output.endswith(".parquet"):
@@ -628,8 +630,8 @@ def _ray_read(data, files: list[str], options: Options):
     suffix = suffixes.pop()
     columns = [c for c in (options.id_column, options.text_column) if c]
     if suffix == ".txt":
-        return data.read_text(files).rename_columns({"text": options.text_column}) \
-            if options.text_column != "text" else data.read_text(files)
+        ds = data.read_text(files)
+        return ds.rename_columns({"text": options.text_column}) if options.text_column != "text" else ds
     if suffix == ".jsonl":
         return data.read_json(files, lines=True).select_columns(columns)
     if suffix == ".csv":
@@ -637,11 +639,14 @@ def _ray_read(data, files: list[str], options: Options):
     return data.read_parquet(files, columns=columns)
 
 
-def _ray_runner(options: Options, on_error: str):
+def _ray_runner(options: Options, on_error: str, threads: int):
     """A picklable actor class for map_batches: it builds the task's runner once per actor."""
 
     class Actor:
         def __init__(self):
+            import torch
+
+            torch.set_num_threads(threads)
             self.runner = RUNNERS[options.task](options)
             self.runner.on_error = on_error
 
