@@ -603,7 +603,8 @@ def run_ray(options: Options, input: str, output: str, *, ray_address: Optional[
     # The actors share the cluster's CPUs but one: Ray Data's own tasks (listing, reading, writing) need a whole
     # CPU, and actors holding every CPU would starve the reads that feed them.
     actor_cpus = max(0.1, (ray.cluster_resources().get("CPU", 1) - 1) / workers)
-    ds = _ray_read(data, files, options)
+    # A small file is one block; cut it so that every actor gets work (order is kept: no shuffle).
+    ds = _ray_read(data, files, options, blocks=4 * workers).repartition(4 * workers)
     ds = ds.map_batches(_ray_runner(options, on_error, max(1, round(actor_cpus))), batch_size=batch_rows,
                         batch_format="pyarrow", compute=data.ActorPoolStrategy(size=workers), num_cpus=actor_cpus)
     if os.path.exists(output):
@@ -623,20 +624,20 @@ def _rows_in(path: str) -> int:
     return _require("pyarrow.parquet", "batch").ParquetFile(path).metadata.num_rows
 
 
-def _ray_read(data, files: list[str], options: Options):
+def _ray_read(data, files: list[str], options: Options, blocks: int):
     suffixes = {os.path.splitext(f)[1] for f in files}
     if len(suffixes) > 1:
         raise BatchError(f"the Ray engine reads one format at a time; the input mixes {', '.join(sorted(suffixes))}")
     suffix = suffixes.pop()
     columns = [c for c in (options.id_column, options.text_column) if c]
     if suffix == ".txt":
-        ds = data.read_text(files)
+        ds = data.read_text(files, override_num_blocks=blocks)
         return ds.rename_columns({"text": options.text_column}) if options.text_column != "text" else ds
     if suffix == ".jsonl":
-        return data.read_json(files, lines=True).select_columns(columns)
+        return data.read_json(files, lines=True, override_num_blocks=blocks).select_columns(columns)
     if suffix == ".csv":
-        return data.read_csv(files).select_columns(columns)
-    return data.read_parquet(files, columns=columns)
+        return data.read_csv(files, override_num_blocks=blocks).select_columns(columns)
+    return data.read_parquet(files, override_num_blocks=blocks).select_columns(columns)
 
 
 def _ray_runner(options: Options, on_error: str, threads: int):

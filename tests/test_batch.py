@@ -306,7 +306,7 @@ def test_an_empty_input_gives_an_empty_output(classifier_dir, tmp_path):
 # -- Ray ------------------------------------------------------------------------------------------------------
 def test_ray_engine_equals_the_local_engine(minilm_dir, tmp_path):
     ray = pytest.importorskip("ray")
-    texts = [f"row {i}: " + " ".join(["token"] * (i % 40)) + f" end {i}" for i in range(3000)]
+    texts = [f"row {i}: " + " ".join(["token"] * (i % 40)) + f" end {i}" for i in range(2000)]
     src = tmp_path / "corpus.parquet"
     pq.write_table(pa.table({"id": [f"r{i}" for i in range(len(texts))], "text": texts}), str(src))
     local = str(tmp_path / "local.parquet")
