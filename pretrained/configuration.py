@@ -346,3 +346,33 @@ def _dtype_name(dtype) -> str | None:
     if name not in ("float32", "float16", "bfloat16", "float64", "float", "half", "double"):
         raise ConfigError(f"dtype={dtype!r} is not a floating-point dtype (float32, float16, bfloat16, float64)")
     return {"float": "float32", "half": "float16", "double": "float64"}.get(name, name)
+
+
+# -- rotary position embeddings: the config side (torch-free) ---------------------------------------------------
+# transformers v4 wrote `rope_theta` beside an optional `rope_scaling` dict; v5 writes one `rope_parameters` dict
+# holding both. Configs with rotary embeddings read either and keep v5's form, as transformers 5 does.
+ROPE_LEGACY_KEYS = ("rope_scaling", "rope_theta", "partial_rotary_factor")
+
+
+def pop_legacy_rope_keys(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take the v4 rope keys out of a config's keyword arguments (before the config sets them as attributes)."""
+    return {key: kwargs.pop(key) for key in ROPE_LEGACY_KEYS if key in kwargs}
+
+
+def standard_rope_parameters(rope_parameters: dict | None, legacy: dict[str, Any], max_position_embeddings: int,
+                             default_theta: float = 10000.0) -> dict[str, Any]:
+    """The v5 `rope_parameters` dict, from v5 `rope_parameters` and/or the v4 keys popped by
+    `pop_legacy_rope_keys`, filled in as transformers 5's `convert_rope_params_to_dict` and
+    `standardize_rope_params` do: `rope_type` (from v4's "type", default "default"), `rope_theta`, and for the
+    llama3 / yarn / longrope types `original_max_position_embeddings` (default max_position_embeddings)."""
+    params = legacy.get("rope_scaling") or rope_parameters
+    params = copy.deepcopy(params) if params is not None else {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"rope_parameters must be a JSON object, got {params!r}")
+    params.setdefault("rope_theta", legacy.get("rope_theta", default_theta))
+    if legacy.get("partial_rotary_factor") is not None:
+        params.setdefault("partial_rotary_factor", legacy["partial_rotary_factor"])
+    params.setdefault("rope_type", params.get("type", "default"))
+    if params["rope_type"] in ("llama3", "yarn", "longrope"):
+        params.setdefault("original_max_position_embeddings", max_position_embeddings)
+    return params

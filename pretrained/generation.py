@@ -666,6 +666,11 @@ class GenerationMixin:
     its `_load_extra` / `_save_extra` hooks then read and write generation_config.json.
     """
 
+    # A learned position table (GPT-2, BART) has no row past max_position_embeddings: longer prompts and lengths
+    # are refused. Rotary models set this False: as in transformers, they may run past it (only the default
+    # length of 20 new tokens is capped there).
+    positions_bounded: bool = True
+
     @property
     def generation_config(self) -> GenerationConfig:
         """The model's default decoding settings: its generation_config.json, or those of its config."""
@@ -759,6 +764,7 @@ class GenerationMixin:
         is_seq2seq = bool(getattr(self.config, "is_encoder_decoder", False))
         vocab_size = self.config.vocab_size
         max_positions = getattr(self.config, "max_position_embeddings", None)
+        limit = max_positions if self.positions_bounded else None  # for the errors below
         check_settings(cfg, vocab_size)
         if streamer is not None and cfg.num_beams > 1:
             raise ValueError("a streamer cannot be used with beam search: set num_beams=1")
@@ -769,14 +775,14 @@ class GenerationMixin:
 
         input_ids, attention_mask = self._prompt(input_ids, attention_mask, cfg, pad, eos, vocab_size, is_seq2seq)
         B, T = input_ids.shape
-        if max_positions is not None and T > max_positions:
+        if limit is not None and T > limit:
             raise ValueError(f"the prompt has {T} tokens, more than the model's {max_positions} positions "
                              f"(max_position_embeddings); shorten or truncate it")
 
         # lengths first, so that bad settings fail before any compute
         max_length = resolve_lengths(cfg, 1 if is_seq2seq else T, default_max_length, max_positions)
         if is_seq2seq:
-            if max_positions is not None and max_length > max_positions:
+            if limit is not None and max_length > limit:
                 raise ValueError(f"max_length={max_length} decoder tokens is more than the model's {max_positions} "
                                  f"positions (max_position_embeddings); lower max_new_tokens")
             start = cfg.decoder_start_token_id if cfg.decoder_start_token_id is not None else cfg.bos_token_id
@@ -785,7 +791,7 @@ class GenerationMixin:
                                  "encoder-decoder model")
         else:
             longest = T if attention_mask is None else int(attention_mask.sum(dim=1).max())
-            if max_positions is not None and longest + max_length - T > max_positions:
+            if limit is not None and longest + max_length - T > limit:
                 raise ValueError(
                     f"a prompt of {longest} tokens plus {max_length - T} new tokens needs {longest + max_length - T} "
                     f"positions, but the model has {max_positions} (max_position_embeddings); lower max_new_tokens")

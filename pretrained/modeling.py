@@ -123,6 +123,11 @@ class PreTrainedModel(nn.Module):
         for target, source in self._tie_pairs().items():
             _set_tensor(self, target, _get_tensor(self, source))
 
+    @classmethod
+    def _mismatch_hint(cls, key: str, config: PretrainedConfig) -> str:
+        """More words for the shape-mismatch error of checkpoint key `key` (e.g. which config field sets it)."""
+        return ""
+
     def get_input_embeddings(self) -> nn.Module:
         raise NotImplementedError(f"{type(self).__name__} does not define get_input_embeddings")
 
@@ -380,7 +385,7 @@ def check_shapes(model: PreTrainedModel, state: dict[str, torch.Tensor], origin:
                 raise ShapeMismatchError(
                     f"weight '{key}' in {origin.get(key, 'the checkpoint')} has shape {got}, but "
                     f"{type(model).__name__} built from its config expects {want}. Check the config, or pass "
-                    f"ignore_mismatched_sizes=True to initialise it afresh.")
+                    f"ignore_mismatched_sizes=True to initialise it afresh.{model._mismatch_hint(key, model.config)}")
             mismatched.append((key, got, want))
             del state[key]
     return mismatched
