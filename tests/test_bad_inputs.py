@@ -5,8 +5,9 @@ byte-level tokenizer.json), breaks one thing, and makes one call. The harness as
 that its message names the culprit (the key, file or value at fault). The same table then goes through the
 command line (`pretrained run FOLDER hello`): one `error: ...` line, a non-zero exit, no traceback.
 
-Cases run in subprocesses: grouped into one where memory is not the point (the suite stays fast), alone under
-an address-space limit (RLIMIT_AS) where it is.
+Cases run in subprocesses: those where memory is not the point in one (the suite stays fast), those where it is
+in another whose address space is limited (RLIMIT_AS), so that asking for terabytes fails instead of
+overcommitting.
 """
 from __future__ import annotations
 
@@ -345,10 +346,16 @@ def grouped(tmp_path_factory) -> dict:
     return run_in_subprocess(names, tmp_path_factory.mktemp("bad-inputs"))
 
 
-def outcome_of(case: Case, grouped: dict, tmp_path: Path) -> dict:
-    if case.memory:
-        return run_in_subprocess([case.name], tmp_path, MEMORY_LIMIT)[case.name]
-    return grouped[case.name]
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory) -> dict:
+    """The cases where memory is the point, in one subprocess whose address space is limited to MEMORY_LIMIT:
+    any of them asking for more fails there instead of succeeding on an overcommitting machine."""
+    names = [case.name for case in CASES if case.memory]
+    return run_in_subprocess(names, tmp_path_factory.mktemp("bad-inputs-limited"), MEMORY_LIMIT)
+
+
+def outcome_of(case: Case, request) -> dict:
+    return request.getfixturevalue("limited" if case.memory else "grouped")[case.name]
 
 
 def check_error(case: Case, outcome: dict) -> None:
@@ -360,8 +367,8 @@ def check_error(case: Case, outcome: dict) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_bad_input_raises_a_clear_error(case, grouped, tmp_path):
-    outcome = outcome_of(case, grouped, tmp_path)
+def test_bad_input_raises_a_clear_error(case, request):
+    outcome = outcome_of(case, request)
     check_error(case, outcome)
     if case.cli:  # the same folder through the command line: one `error:` line, non-zero exit
         check_cli(case.name, outcome["cli"])
