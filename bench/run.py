@@ -505,8 +505,21 @@ def write_results(path: str, rows: list[Row], info: dict, command: str, seconds:
             f"{'/'.join(f'{x:.2f}' for x in loads[1])}\n\n"
             f"{table(rows)}\n\n{METHOD}")
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    text += kept_sections(path)
     with open(path, "w") as f:
         f.write(text)
+
+
+def kept_sections(path: str) -> str:
+    """Sections other scripts wrote into the results file between their markers (bench/sentence.py's
+    `<!-- sentence-bench:begin -->` … `end -->`): carried over when this script rewrites the file."""
+    if not os.path.isfile(path):
+        return ""
+    old = open(path, encoding="utf-8").read()
+    begin, end = "<!-- sentence-bench:begin -->", "<!-- sentence-bench:end -->"
+    if begin in old and end in old:
+        return "\n\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
+    return ""
 
 
 def main(argv: Optional[list[str]] = None) -> None:

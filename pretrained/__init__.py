@@ -48,6 +48,7 @@ _LAZY = {
     "KVCache": "layers",
     "HubError": "hub", "RepoNotFoundError": "hub", "RevisionNotFoundError": "hub", "GatedRepoError": "hub",
     "NotCachedError": "hub", "MissingFileError": "hub",
+    "SentenceTransformer": "sentence", "CrossEncoder": "sentence",
 }
 _ALIASES = {"PreTrainedConfig": "PretrainedConfig"}
 
