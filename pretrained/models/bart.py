@@ -3,9 +3,10 @@
 Reads the checkpoints transformers reads: `facebook/bart-*` (fairseq conversions with `encoder.version` /
 `decoder.version` keys, and files without `final_logits_bias`) and anything `BartModel`/`Bart*` saved.
 Attribute paths are checkpoint keys: `model.encoder.layers.0.self_attn.q_proj.weight` is
-`model.model.encoder.layers[0].self_attn.q_proj.weight`, and the module tree is transformers' (encoder,
-decoder, layers, self_attn, encoder_attn, activation_fn, classification_head...). The encoder's and decoder's token embeddings are the
-very same Parameter as `shared` (and as `lm_head`), so only `model.shared.weight` is saved.
+`model.model.encoder.layers[0].self_attn.q_proj.weight`, and the module tree is transformers' (encoder, decoder,
+layers, self_attn, encoder_attn, activation_fn, classification_head...), so forward hooks fire on the same module
+names. The encoder's and decoder's token embeddings are the very same Parameter as `shared` (and as `lm_head`), so
+only `model.shared.weight` is saved.
 """
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ class BartAttention(nn.Module):
         self.num_heads, self.dropout, self.is_causal = num_heads, dropout, is_causal
         self.config, self.layer_idx = config, layer_idx
         C = embed_dim
-        self.k_proj, self.v_proj, self.q_proj, self.out_proj = (Linear(C, C) for _ in range(4))
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (Linear(C, C) for _ in range(4))
 
     def forward(self, hidden_states: Tensor, key_value_states: Optional[Tensor] = None,
                 cache: Optional[KVCache] = None, attention_mask: Optional[Tensor] = None,
@@ -135,16 +136,19 @@ class BartAttention(nn.Module):
 
 
 class BartLayer(nn.Module):
-    """What the encoder and decoder layers share: self-attention + LayerNorm, and the feed-forward
-    (fc1, activation_fn, fc2) + final LayerNorm, post-LN."""
+    """What the encoder and decoder layers share: self-attention + LayerNorm (causal in the decoder, which also
+    has cross-attention + LayerNorm), and the feed-forward (fc1, activation_fn, fc2) + final LayerNorm, post-LN."""
 
-    def __init__(self, config: BartConfig, num_heads: int, ffn_dim: int, is_causal: bool, layer_idx: int):
+    def __init__(self, config: BartConfig, num_heads: int, ffn_dim: int, is_decoder: bool, layer_idx: int):
         super().__init__()
-        C = config.d_model
-        self.self_attn = BartAttention(C, num_heads, config.attention_dropout, is_causal, config, layer_idx)
+        C, p = config.d_model, config.attention_dropout
+        self.self_attn = BartAttention(C, num_heads, p, is_causal=is_decoder, config=config, layer_idx=layer_idx)
         self.dropout, self.activation_dropout = config.dropout, config.activation_dropout
         self.activation_fn = Activation(config.activation_function)
         self.self_attn_layer_norm = nn.LayerNorm(C)
+        if is_decoder:
+            self.encoder_attn = BartAttention(C, num_heads, p, config=config, layer_idx=layer_idx)
+            self.encoder_attn_layer_norm = nn.LayerNorm(C)
         self.fc1 = Linear(C, ffn_dim)
         self.fc2 = Linear(ffn_dim, C)
         self.final_layer_norm = nn.LayerNorm(C)
@@ -181,9 +185,6 @@ class BartDecoderLayer(BartLayer):
 
     def __init__(self, config: BartConfig, layer_idx: int = 0):
         super().__init__(config, config.decoder_attention_heads, config.decoder_ffn_dim, True, layer_idx)
-        self.encoder_attn = BartAttention(config.d_model, config.decoder_attention_heads, config.attention_dropout,
-                                          False, config, layer_idx)
-        self.encoder_attn_layer_norm = nn.LayerNorm(config.d_model)
 
     def forward(self, hidden_states: Tensor, attention_mask: Optional[Tensor] = None,
                 encoder_hidden_states: Optional[Tensor] = None, encoder_attention_mask: Optional[Tensor] = None,
