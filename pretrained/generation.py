@@ -41,6 +41,9 @@ from .outputs import BaseModelOutput, ModelOutput
 logger = logging.getLogger(__name__)
 
 GENERATION_CONFIG_NAME = "generation_config.json"
+# A documented sanity limit: num_beams and num_return_sequences above it are refused (each is a row of the batch
+# and of its KV cache; 10^9 asked for 40 GB before anything ran).
+MAX_SEQUENCES_PER_PROMPT = 1024
 
 # Every field of transformers' GenerationConfig. All are None until set, as in transformers 5, so that a
 # file or a call can say "not set" and the next level of defaults applies.
@@ -143,6 +146,11 @@ class GenerationConfig:
         """Raise ValueError for values transformers refuses at construction time (see the class docstring)."""
         if self.early_stopping not in (None, True, False, "never"):
             raise ValueError(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
+        for name in ("num_beams", "num_return_sequences"):  # each costs a row of the batch (and its cache)
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or not 1 <= value <= MAX_SEQUENCES_PER_PROMPT):
+                raise ValueError(f"{name} must be a positive integer of at most {MAX_SEQUENCES_PER_PROMPT}, "
+                                 f"got {value!r}")
         if self.max_new_tokens is not None and (not _is_int(self.max_new_tokens) or self.max_new_tokens <= 0):
             raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
         if self.num_return_sequences is not None and self.num_return_sequences > 1:
@@ -201,7 +209,12 @@ class GenerationConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "GenerationConfig":
-        return cls.from_dict(_read_json(path))
+        """A config from a generation_config.json; a value it refuses raises ConfigError naming the file."""
+        data = _read_json(path)
+        try:
+            return cls.from_dict(data)
+        except ValueError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
     @classmethod
     def from_model_config(cls, model_config) -> "GenerationConfig":
@@ -236,7 +249,12 @@ class GenerationConfig:
         """
         options = pop_hub_options(kwargs)
         source = name_or_path if isinstance(name_or_path, Source) else Source(name_or_path, **options)
-        return cls.from_dict(_read_json(source.require(config_file_name or GENERATION_CONFIG_NAME)), **kwargs)
+        path = source.require(config_file_name or GENERATION_CONFIG_NAME)
+        data = _read_json(path)
+        try:
+            return cls.from_dict(data, **kwargs)
+        except ValueError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
     def save_pretrained(self, save_directory: str | os.PathLike, config_file_name: Optional[str] = None) -> None:
         """Write generation_config.json into `save_directory` (created if needed), atomically."""

@@ -53,6 +53,21 @@ def activation(name: str) -> Callable[[Tensor], Tensor]:
         raise ConfigError(f"unknown activation {name!r}; supported: {', '.join(sorted(ACTIVATIONS))}") from None
 
 
+class Activation(nn.Module):
+    """The activation called `name` in a config as a module, so that forward hooks see it where transformers'
+    tree has one (`intermediate.intermediate_act_fn`, `mlp.act`, ...)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name, self.fn = name, activation(name)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+    def extra_repr(self) -> str:
+        return self.name
+
+
 # -- linear layers -----------------------------------------------------------------------------------------
 # Opt-in fast path. For inference on the CPU, oneDNN's inner product is 1.2-2x faster than the default BLAS path
 # on these models' shapes (bench/RESULTS.md), but it sums in another order: outputs move by ~1e-5 on real
@@ -135,6 +150,16 @@ def combine_masks(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
     return (a + b).clamp_(min=torch.finfo(a.dtype).min)
 
 
+def sliding_window_mask(T: int, window: int, dtype: torch.dtype, device: torch.device) -> Optional[Tensor]:
+    """Additive (1, 1, T, T) mask of a bidirectional local attention: query i sees key j when |i - j| <= window
+    (ModernBERT's local layers). None when the window covers the whole sequence."""
+    if T <= window + 1:
+        return None
+    pos = torch.arange(T, device=device)
+    far = (pos[None, :] - pos[:, None]).abs() > window  # (T, T)
+    return torch.zeros(T, T, dtype=dtype, device=device).masked_fill_(far, torch.finfo(dtype).min)[None, None]
+
+
 # -- attention ---------------------------------------------------------------------------------------------
 _SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)  # SDPA's enable_gqa argument
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None, *, dropout: float = 0.0,
@@ -197,6 +222,48 @@ def as_batch(input_ids: Tensor, name: str = "input_ids") -> Tensor:
     return input_ids
 
 
+def check_encoder_inputs(input_ids: Optional[Tensor], inputs_embeds: Optional[Tensor], position_ids: Optional[Tensor],
+                         vocab_size: int, max_positions: Optional[int],
+                         padding_idx: Optional[int] = None) -> Optional[Tensor]:
+    """The checks every encoder's forward makes: exactly one of input_ids / inputs_embeds, ids inside the
+    vocabulary, a length or position_ids inside the position table (`max_positions` None: no table, e.g.
+    rotary; `padding_idx`: positions start after it, as in `padded_position_ids`). Returns input_ids as a batch
+    ((T,) becomes (1, T)); raises ValueError naming the culprit."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids and inputs_embeds")
+    if input_ids is not None:
+        input_ids = as_batch(input_ids)
+        check_input_ids(input_ids, vocab_size)
+        T = input_ids.shape[1]
+    else:
+        if inputs_embeds.dim() != 3:
+            raise ValueError(f"inputs_embeds must have shape (batch, length, hidden), got {tuple(inputs_embeds.shape)}")
+        T = inputs_embeds.shape[1]
+    if max_positions is None:
+        return input_ids
+    if position_ids is not None:
+        check_position_ids(position_ids, max_positions)
+    elif padding_idx is None:
+        check_length(T, max_positions)
+    elif T > max_positions - padding_idx - 1:
+        raise ValueError(f"sequence length {T} is longer than the {max_positions - padding_idx - 1} tokens the "
+                         f"model's positions allow (max_position_embeddings {max_positions}, counted from "
+                         f"padding_idx {padding_idx} + 1); truncate the input")
+    return input_ids
+
+
+def padded_position_ids(input_ids: Optional[Tensor], padding_idx: int,
+                        inputs_embeds: Optional[Tensor] = None) -> Tensor:
+    """fairseq's positions (RoBERTa, XLM-R, MPNet): real tokens count up from padding_idx + 1 and padding tokens
+    keep padding_idx, so left and right padding give the same positions. From inputs_embeds, where padding cannot be
+    seen, positions run padding_idx + 1, padding_idx + 2, ... as transformers makes them. Returns (B, T) int64."""
+    if input_ids is None:
+        B, T = inputs_embeds.shape[:2]
+        return torch.arange(padding_idx + 1, padding_idx + 1 + T, device=inputs_embeds.device)[None].expand(B, T)
+    real = input_ids.ne(padding_idx).int()  # (B, T)
+    return (torch.cumsum(real, dim=1).type_as(real) * real).long() + padding_idx
+
+
 # -- losses ------------------------------------------------------------------------------------------------
 def classification_loss(logits: Tensor, labels: Tensor, num_labels: int, problem_type: Optional[str]) -> Tensor:
     """Loss of a sequence classifier, chosen as transformers does when `problem_type` is not set:
@@ -224,6 +291,21 @@ def token_loss(logits: Tensor, labels: Tensor, shift: bool = False) -> Tensor:
         logits, labels = logits[..., :-1, :], labels[..., 1:]
     labels = labels.to(logits.device)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100)
+
+
+def span_outputs(logits: Tensor, start_positions: Optional[Tensor],
+                 end_positions: Optional[Tensor]) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Extractive QA from (B, T, 2) logits: (start_logits (B, T), end_logits (B, T), loss or None). The loss, when
+    both position tensors are given, is the mean of the start and end cross-entropies; as in transformers, positions
+    outside the sequence are clamped to T and ignored."""
+    start, end = logits.split(1, dim=-1)  # 2 × (B, T, 1)
+    start, end = start.squeeze(-1).contiguous(), end.squeeze(-1).contiguous()  # (B, T)
+    if start_positions is None or end_positions is None:
+        return start, end, None
+    T = start.size(1)
+    s = start_positions.reshape(-1).to(start.device).clamp(0, T)
+    e = end_positions.reshape(-1).to(end.device).clamp(0, T)
+    return start, end, (F.cross_entropy(start, s, ignore_index=T) + F.cross_entropy(end, e, ignore_index=T)) / 2
 
 
 # == decoders: causal masks over a cache, position checks, the KV cache (GPT-2, BART) ====================
@@ -549,20 +631,6 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
         return x
     B, nkv, S, hs = x.shape
     return x[:, :, None].expand(B, nkv, n_rep, S, hs).reshape(B, nkv * n_rep, S, hs)
-
-
-class Activation(nn.Module):
-    """An activation function as a module, as transformers' ACT2FN gives them: forward hooks see `mlp.act_fn`."""
-
-    def __init__(self, name: str):
-        super().__init__()
-        self.name, self.fn = name, activation(name)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fn(x)
-
-    def extra_repr(self) -> str:
-        return self.name
 
 
 class GatedMLP(nn.Module):
