@@ -13,6 +13,7 @@ import transformers
 from safetensors.torch import load_file
 
 import pretrained
+from test_module_tree import record  # name -> output of every module whose forward hook fires
 
 TOL = 1e-5  # fp32 max abs difference against transformers: the one place to change for a "fast" mode
 PAD, BOS, EOS = 0, 1, 2
@@ -108,31 +109,6 @@ def check_forward(folder: str, arch: str, vocab_size: int, T: int = 12) -> None:
     assert len(a.hidden_states) == len(b.hidden_states) and len(a.attentions) == len(b.attentions)
     for x, y in zip(a.hidden_states + a.attentions, b.hidden_states + b.attentions):
         assert diff(x, y) <= TOL
-
-
-def first_tensor(output):
-    while not isinstance(output, torch.Tensor):
-        output = output[0]
-    return output
-
-
-def record(model, **kwargs) -> dict:
-    """Name -> main output tensor of every module whose forward hook fires in one forward."""
-    seen = {}
-
-    def hook(name: str):
-        def keep(module, args, output) -> None:  # returns None: the output is not replaced
-            seen.setdefault(name, first_tensor(output))
-        return keep
-
-    handles = [m.register_forward_hook(hook(name)) for name, m in model.named_modules()]
-    try:
-        with torch.no_grad():
-            model(**kwargs)
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
 
 
 def check_hooks(folder: str, arch: str, vocab_size: int) -> None:
