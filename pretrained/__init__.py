@@ -28,6 +28,7 @@ _LAZY = {
     "BartForSequenceClassification": "models.bart",
     "GenerationConfig": "generation", "GenerationMixin": "generation", "TextStreamer": "generation",
     "Tokenizer": "tokenization", "BatchEncoding": "tokenization",
+    "ChatTemplateError": "tokenization", "ChatSession": "chat",
     "KVCache": "layers",
     "HubError": "hub", "RepoNotFoundError": "hub", "RevisionNotFoundError": "hub", "GatedRepoError": "hub",
     "NotCachedError": "hub", "MissingFileError": "hub",
