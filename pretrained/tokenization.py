@@ -31,6 +31,7 @@ import datetime
 import functools
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -284,7 +285,7 @@ class Tokenizer:
         backend.no_padding()
         backend.no_truncation()
         self.model_input_names = list(model_input_names)
-        self.model_max_length = VERY_LARGE_INTEGER if model_max_length is None else int(model_max_length)
+        self.model_max_length = _checked_max_length(model_max_length, name_or_path)
         self.padding_side = padding_side
         self.truncation_side = truncation_side
         self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
@@ -779,6 +780,28 @@ class AutoTokenizer:
 # Loading steps
 
 
+def _checked_max_length(value, where: str) -> int:
+    """model_max_length as an int: a positive integer (a float only when whole, as 1e30 is written), else
+    ValueError naming the value."""
+    if value is None:
+        return VERY_LARGE_INTEGER
+    whole_float = isinstance(value, float) and math.isfinite(value) and value == int(value)
+    if isinstance(value, bool) or not (isinstance(value, int) or whole_float) or value <= 0:
+        raise ValueError(f"model_max_length={value!r} (tokenizer_config.json of {where or 'the tokenizer'}) must be a "
+                         f"positive integer")
+    return int(value)
+
+
+def check_unknown_token(backend: tokenizers.Tokenizer, path: str) -> None:
+    """A WordPiece vocabulary must hold its unknown token: without it, any word it cannot split fails later
+    with a bare error that names no file."""
+    model = backend.model
+    unk = getattr(model, "unk_token", None) if isinstance(model, WordPiece) else None
+    if unk is not None and backend.token_to_id(unk) is None:
+        raise ValueError(f"'{path}' has no unknown token {unk!r} in its vocabulary; add it (WordPiece needs it "
+                         f"for words it cannot split) or set unk_token in tokenizer_config.json")
+
+
 def read_json(path: str, what: str) -> dict:
     """Read a JSON object from `path`; a parse error names the file and `what` it should hold."""
     try:
@@ -786,6 +809,9 @@ def read_json(path: str, what: str) -> dict:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{what} '{path}' is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ValueError(f"{what} '{path}' is nested too deeply (a JSON array or object inside thousands of "
+                         f"others)") from None
     if not isinstance(data, dict):
         raise ValueError(f"{what} '{path}' should hold a JSON object, found {type(data).__name__}")
     return data
@@ -844,6 +870,7 @@ def build_backend(source: Source, family: Family, settings: dict) -> tuple[token
         if family is LLAMA and _mentions_byte_level(path):
             family = GENERIC  # a byte-level tokenizer.json under a Llama class name: read as it is
         apply_config_to_json_backend(backend, family, settings)
+        check_unknown_token(backend, path)
         return backend, family, True
 
     vocab_txt = source.file("vocab.txt") if family.name in ("bert", "generic") else None
@@ -921,6 +948,7 @@ def wordpiece_backend(vocab_file: str, settings: dict) -> tokenizers.Tokenizer:
     except Exception as error:
         raise ValueError(f"cannot read the WordPiece vocabulary '{vocab_file}': {error}") from None
     backend = tokenizers.Tokenizer(WordPiece(vocab, unk_token=unk, max_input_chars_per_word=100))
+    check_unknown_token(backend, vocab_file)
     backend.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=settings.get("tokenize_chinese_chars", True),
         strip_accents=settings.get("strip_accents"), lowercase=settings.get("do_lower_case", True))
