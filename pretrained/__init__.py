@@ -45,6 +45,7 @@ _LAZY = {
     "ModernBertForTokenClassification": "models.modernbert", "ModernBertForQuestionAnswering": "models.modernbert",
     "GenerationConfig": "generation", "GenerationMixin": "generation", "TextStreamer": "generation",
     "Tokenizer": "tokenization", "BatchEncoding": "tokenization",
+    "ChatTemplateError": "tokenization", "ChatSession": "chat",
     "KVCache": "layers",
     "HubError": "hub", "RepoNotFoundError": "hub", "RevisionNotFoundError": "hub", "GatedRepoError": "hub",
     "NotCachedError": "hub", "MissingFileError": "hub",

@@ -1,6 +1,7 @@
 """The `pretrained` command.
 
     pretrained run [MODEL] TEXT...     load a checkpoint, run it on the texts, print a readable result
+    pretrained chat MODEL              talk to a chat model in the terminal (its chat template, streamed replies)
     pretrained download ID             fetch a Hub checkpoint into the cache (shared with transformers)
     pretrained cache                   list the checkpoints in the cache
 
@@ -302,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None, help="fills shown per [MASK]; top-k for sampling")
     add_sentence_flags(p)
     add_generation_flags(p)
+    p.add_argument("--raw", action="store_true",
+                   help="continue the text as it is, without the tokenizer's chat template")
+    add_chat_parser(sub)
     p = sub.add_parser("download", help="fetch a Hub checkpoint into the cache and print its folder",
                        description="Download config.json, one weights format (all shards) and the tokenizer files "
                                    "of ID into the Hub cache ($HF_HUB_CACHE, shared with transformers).")
@@ -412,6 +416,25 @@ def _size(n: int) -> str:
         n /= 1024
 
 
+def add_chat_parser(sub) -> None:
+    """`pretrained chat MODEL [--system TEXT]` with run's decoding flags."""
+    p = sub.add_parser("chat", help="talk to a chat model in the terminal",
+                       description="Talk to MODEL (a folder or Hub id whose tokenizer has a chat template): each "
+                                   "line you type is a message, the reply is streamed, the conversation is kept. "
+                                   "/reset forgets it, /exit or Ctrl-D quits, Ctrl-C stops a reply.")
+    p.add_argument("model", help="folder or Hub id")
+    p.add_argument("--system", help="system prompt (default: the template's own, if any)")
+    p.add_argument("--top-k", type=int, default=None, help="top-k for sampling")
+    add_generation_flags(p)
+
+
+def chat(model_name: str, args: argparse.Namespace) -> None:
+    from . import chat as session
+
+    folder = model_name if os.path.isdir(model_name) else download(model_name)
+    session.main(model_name, folder, args)
+
+
 def add_sentence_flags(p: argparse.ArgumentParser) -> None:
     """Options for sentence-transformers folders."""
     g = p.add_argument_group("sentence-transformers folders")
@@ -447,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
             print_cache(args.cache_dir)
         elif args.command in BATCH_HELP:
             run_batch(args)
+        elif args.command == "chat":
+            chat(args.model, args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
