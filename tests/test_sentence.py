@@ -43,9 +43,18 @@ def diff(a, b) -> float:
 
 # --------------------------------------------------------------------------------------------- fixtures
 # Tiny encoders of each family pretrained supports, built and saved by transformers, with a real tokenizer.
+# They share all-MiniLM-L6-v2's WordPiece tokenizer: the families differ in the model, which is what is tested.
 FAMILIES = {
     "bert": ("BertConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
                                 max_position_embeddings=64)),
+    "distilbert": ("DistilBertConfig", dict(dim=32, n_layers=2, n_heads=2, hidden_dim=37, max_position_embeddings=64)),
+    "mpnet": ("MPNetConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                                  max_position_embeddings=64)),
+    # no token_type_ids in its forward: the tokenizer's are dropped, as sentence-transformers drops them
+    "modernbert": ("ModernBertConfig", dict(hidden_size=32, intermediate_size=24, num_hidden_layers=3,
+                                            num_attention_heads=2, local_attention=4, max_position_embeddings=128,
+                                            pad_token_id=0, bos_token_id=101, eos_token_id=102, cls_token_id=101,
+                                            sep_token_id=102)),
 }
 
 
@@ -133,6 +142,22 @@ def test_saved_module_chains_equal_sentence_transformers(tiny_encoder, tmp_path,
     assert diff(ours.encode(SENTENCES, batch_size=3), theirs.encode(SENTENCES, batch_size=3)) <= TOL
     kw = dict(normalize_embeddings=True, truncate_dim=8, batch_size=5)
     assert diff(ours.encode(SENTENCES, **kw), theirs.encode(SENTENCES, **kw)) <= TOL
+
+
+# Each family as its popular checkpoints use it: all-distilroberta-style CLS + Dense, all-mpnet-base-v2's
+# mean + Normalize, gte-modernbert's CLS + Normalize.
+@pytest.mark.parametrize("family, pooling, dense, normalize", [
+    ("distilbert", "cls", True, False), ("mpnet", "mean", False, True), ("modernbert", "cls", False, True),
+    ("modernbert", "weightedmean", True, False),
+])
+def test_each_family_equals_sentence_transformers(tiny_encoder, tmp_path, family, pooling, dense, normalize):
+    theirs = st_saved(tiny_encoder(family), tmp_path, pooling, dense, normalize)
+    ours = SentenceTransformer(str(tmp_path), device="cpu")
+    assert type(ours[0].auto_model).__name__ == type(theirs[0].model).__name__
+    assert diff(ours.encode(SENTENCES, batch_size=3), theirs.encode(SENTENCES, batch_size=3)) <= TOL
+    kw = dict(prompt="query: ", output_value="token_embeddings")
+    tokens, their_tokens = ours.encode(SENTENCES, **kw), theirs.encode(SENTENCES, **kw)
+    assert max(diff(x, y) for x, y in zip(tokens, their_tokens)) <= TOL
 
 
 def test_plain_transformers_folder_gets_mean_pooling(tiny_encoder):
@@ -270,11 +295,12 @@ PAIRS = [("How many people live in Berlin?", "Berlin has a population of 3.5 mil
          ("what is the capital of France", "Paris " * 30), ("a", ""), ("Ünïcödé?", "漢字 🙂")]
 
 
-@pytest.mark.parametrize("num_labels", [1, 3])
-def test_cross_encoder_predict_and_rank_equal_sentence_transformers(tiny_classifier, num_labels):
+@pytest.mark.parametrize("family, num_labels", [("bert", 1), ("bert", 3), ("distilbert", 1), ("mpnet", 3),
+                                               ("modernbert", 1)])
+def test_cross_encoder_predict_and_rank_equal_sentence_transformers(tiny_classifier, family, num_labels):
     import sentence_transformers
 
-    folder = tiny_classifier(num_labels=num_labels)
+    folder = tiny_classifier(family, num_labels=num_labels)
     ours = CrossEncoder(folder, device="cpu")
     theirs = sentence_transformers.CrossEncoder(folder, device="cpu")
     assert type(ours.activation_fn) is type(theirs.activation_fn)  # Sigmoid for one label, else Identity
