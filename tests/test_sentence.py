@@ -55,7 +55,11 @@ FAMILIES = {
                                             num_attention_heads=2, local_attention=4, max_position_embeddings=128,
                                             pad_token_id=0, bos_token_id=101, eos_token_id=102, cls_token_id=101,
                                             sep_token_id=102)),
+    # a decoder, as Qwen3-Embedding: last-token pooling, left padding
+    "qwen3": ("Qwen3Config", dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+                                  num_key_value_heads=1, head_dim=16, max_position_embeddings=64, pad_token_id=0)),
 }
+LEFT_PADDED = {"qwen3"}
 
 
 def _save_tiny(minilm_dir: str, folder, family: str, arch: str, **extra) -> str:
@@ -69,6 +73,12 @@ def _save_tiny(minilm_dir: str, folder, family: str, arch: str, **extra) -> str:
     model.eval().save_pretrained(folder)
     for name in TOKENIZER_FILES:
         shutil.copy(os.path.join(minilm_dir, name), folder)
+    if family in LEFT_PADDED:
+        path = os.path.join(folder, "tokenizer_config.json")
+        with open(path) as f:
+            settings = json.load(f)
+        with open(path, "w") as f:
+            json.dump({**settings, "padding_side": "left"}, f)
     return str(folder)
 
 
@@ -158,6 +168,30 @@ def test_each_family_equals_sentence_transformers(tiny_encoder, tmp_path, family
     kw = dict(prompt="query: ", output_value="token_embeddings")
     tokens, their_tokens = ours.encode(SENTENCES, **kw), theirs.encode(SENTENCES, **kw)
     assert max(diff(x, y) for x, y in zip(tokens, their_tokens)) <= TOL
+
+
+def test_decoder_with_last_token_pooling_and_left_padding(minilm_dir, tiny_encoder, tmp_path):
+    """Qwen3-Embedding's layout: a decoder, left padding, last-token pooling, Normalize, an instruction prompt
+    (also left out of a mean with include_prompt=False); a plain *ForCausalLM folder gets last-token pooling."""
+    import sentence_transformers
+
+    theirs = st_saved(tiny_encoder("qwen3"), tmp_path / "last", "lasttoken", normalize=True,
+                      prompts={"query": "Instruct: find the answer\nQuery: "})
+    ours = SentenceTransformer(str(tmp_path / "last"), device="cpu")
+    assert ours.tokenizer.padding_side == "left"
+    for kwargs in ({}, {"prompt_name": "query"}):
+        assert diff(ours.encode(SENTENCES, batch_size=4, **kwargs),
+                    theirs.encode(SENTENCES, batch_size=4, **kwargs)) <= TOL
+    theirs = st_saved(tiny_encoder("qwen3"), tmp_path / "mean", ("mean", "weightedmean", "cls"), include_prompt=False,
+                      prompts={"query": "Instruct: find the answer\nQuery: "})
+    ours = SentenceTransformer(str(tmp_path / "mean"), device="cpu")
+    kw = dict(prompt_name="query", batch_size=4)
+    assert diff(ours.encode(SENTENCES, **kw), theirs.encode(SENTENCES, **kw)) <= TOL
+    causal = _save_tiny(minilm_dir, tmp_path / "causal", "qwen3", "Qwen3ForCausalLM")
+    ours = SentenceTransformer(causal, device="cpu")
+    theirs = sentence_transformers.SentenceTransformer(causal, device="cpu")
+    assert ours[1].modes == ("lasttoken",)
+    assert diff(ours.encode(SENTENCES, batch_size=4), theirs.encode(SENTENCES, batch_size=4)) <= TOL
 
 
 def test_plain_transformers_folder_gets_mean_pooling(tiny_encoder):
