@@ -121,11 +121,12 @@ def _print_embeddings(out, attention_mask, texts: list[str]) -> None:
 
 
 def _run_sentence_folder(model_name: str, folder: str, texts: list[str], args: argparse.Namespace) -> bool:
-    """`run` for sentence-transformers folders and rerankers; False when the folder is neither.
+    """`run` for sentence-transformers folders and cross-encoders; False when the folder is neither.
 
-    A reranker (a sequence-classification checkpoint that sentence-transformers marks as a CrossEncoder, or that
-    has a single label; see `sentence.is_reranker`) ranks the texts after the first against the first. A folder
-    with modules.json is run as a SentenceTransformer: its own pooling, normalisation and prompts."""
+    A cross-encoder (a sequence-classification checkpoint that sentence-transformers marks as a CrossEncoder, or
+    that has a single label; see `sentence.is_reranker`) scores the texts after the first against the first:
+    with one label it ranks them (a reranker), with several it prints each label's probability per pair. A
+    folder with modules.json is run as a SentenceTransformer: its own pooling, normalisation and prompts."""
     from . import sentence
 
     if sentence.is_reranker(folder):
@@ -136,8 +137,17 @@ def _run_sentence_folder(model_name: str, folder: str, texts: list[str], args: a
               f"{model.model.num_parameters() / 1e6:.1f}M parameters, scores through "
               f"{type(model.activation_fn).__name__})")
         print(f"\nquery: {texts[0]!r}")
-        for place, hit in enumerate(model.rank(texts[0], texts[1:]), 1):
-            print(f"  {place}. {hit['score']:8.4f}  {_short(texts[1 + hit['corpus_id']], 70)!r}")
+        if model.num_labels == 1:
+            for place, hit in enumerate(model.rank(texts[0], texts[1:]), 1):
+                print(f"  {place}. {hit['score']:8.4f}  {_short(texts[1 + hit['corpus_id']], 70)!r}")
+            return True
+        # a cross-encoder with several labels (e.g. NLI): each label's probability for each (first, text) pair
+        probs = model.predict([(texts[0], t) for t in texts[1:]], apply_softmax=True, convert_to_tensor=True)
+        labels = model.config.id2label
+        for text, p in zip(texts[1:], probs):
+            print(f"\n{text!r}")
+            for i in p.argsort(descending=True).tolist():
+                print(f"  {labels.get(i, f'LABEL_{i}'):<20} {p[i].item():.4f}")
         return True
     if not os.path.isfile(os.path.join(folder, "modules.json")):
         return False

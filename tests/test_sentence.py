@@ -424,12 +424,38 @@ def test_cli_ranks_documents_with_a_reranker(tiny_classifier, capsys):
         cli.main(["run", folder, "only a query"])
 
 
-def test_cli_keeps_labels_for_multi_label_classifiers(tiny_classifier, capsys):
+def test_cli_keeps_labels_for_multi_label_classifiers(tiny_classifier, tmp_path, capsys):
+    import sentence_transformers
     from pretrained import cli
 
     assert cli.main(["run", tiny_classifier(num_labels=3), "great film"]) == 0
     out = capsys.readouterr().out
     assert "LABEL_2" in out and "CrossEncoder" not in out
+    # saved by sentence-transformers as a CrossEncoder (an NLI model): label probabilities per pair
+    theirs = sentence_transformers.CrossEncoder(tiny_classifier(num_labels=3), device="cpu")
+    theirs.save(str(tmp_path))
+    assert cli.main(["run", str(tmp_path), "A man eats.", "Someone eats.", "Nobody eats."]) == 0
+    out = capsys.readouterr().out
+    probs = theirs.predict([("A man eats.", "Someone eats."), ("A man eats.", "Nobody eats.")], apply_softmax=True)
+    shown = [float(line.split()[-1]) for line in out.splitlines() if line.strip().startswith("LABEL_")]
+    assert "CrossEncoder" in out and sorted(shown) == pytest.approx(sorted(probs.ravel().tolist()), abs=1e-4)
+
+
+def test_cross_encoder_reads_the_activation_older_releases_saved(tiny_classifier, tmp_path):
+    """sentence-transformers 4-5 kept the activation in config.json (`sentence_transformers.activation_fn`),
+    earlier ones as `sbert_ce_default_activation_function`."""
+    import sentence_transformers
+
+    for key, value in (("sentence_transformers", {"activation_fn": "torch.nn.modules.linear.Identity"}),
+                       ("sbert_ce_default_activation_function", "torch.nn.modules.activation.Tanh")):
+        folder = tmp_path / key
+        shutil.copytree(tiny_classifier(num_labels=1), folder)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, key: value}))
+        ours = CrossEncoder(str(folder), device="cpu")
+        theirs = sentence_transformers.CrossEncoder(str(folder), device="cpu")
+        assert type(ours.activation_fn) is type(theirs.activation_fn) is not torch.nn.Sigmoid
+        assert diff(ours.predict(PAIRS), theirs.predict(PAIRS)) <= TOL
 
 
 # --------------------------------------------------------------------------------------------------- Hub
