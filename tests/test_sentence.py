@@ -274,12 +274,19 @@ def test_progress_bar_when_asked_and_by_log_level(minilm_dir, capsys):
     assert "Batches" in capsys.readouterr().err
 
 
-def test_empty_input_and_order_kept(minilm_dir):
+def test_empty_input_and_order_kept(minilm_dir, monkeypatch):
+    from pretrained import sentence
+
     ours = SentenceTransformer(minilm_dir, device="cpu")
     assert ours.encode([]).shape == (0,)
     assert ours.encode([], convert_to_tensor=True).shape == (0, 384)
     shuffled = SENTENCES[::-1]
-    assert diff(ours.encode(shuffled, batch_size=2), ours.encode(SENTENCES, batch_size=3)[::-1]) <= TOL
+    expected = ours.encode(SENTENCES, batch_size=3)
+    assert diff(ours.encode(shuffled, batch_size=2), expected[::-1]) <= TOL
+    monkeypatch.setattr(sentence, "CHUNK", 4)  # texts are tokenised and sorted in chunks of CHUNK
+    assert diff(ours.encode(SENTENCES, batch_size=3), expected) <= TOL
+    tokens = ours.encode(SENTENCES, output_value="token_embeddings")
+    assert [len(t) for t in tokens] == [len(ids) for ids in ours.tokenizer(SENTENCES, truncation=True)["input_ids"]]
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -376,8 +383,10 @@ def test_cross_encoder_max_length_and_saved_folders(tiny_classifier, tmp_path):
     assert diff(again.predict(PAIRS), ours.predict(PAIRS)) <= TOL
 
 
-def test_cross_encoder_bad_pairs(tiny_classifier):
+def test_cross_encoder_bad_pairs_and_progress_bar(tiny_classifier, capsys):
     ours = CrossEncoder(tiny_classifier(num_labels=1), device="cpu")
+    ours.predict(PAIRS, batch_size=2, show_progress_bar=True)
+    assert "Batches" in capsys.readouterr().err
     with pytest.raises(TypeError, match=r"sentences\[1\]\[0\] must be a str, got int"):
         ours.predict([("a", "b"), (1, "c")])
     with pytest.raises(ValueError, match=r"sentences\[0\] must be a pair"):
