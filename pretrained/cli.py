@@ -181,29 +181,50 @@ def _print_similarities(sims, texts: list[str], name: str) -> None:
 
 
 def _run_sentence_folder(model_name: str, folder: str, texts: list[str], args: argparse.Namespace) -> bool:
-    """`run` for sentence-transformers folders and rerankers; False when the folder is neither.
+    """`run` for sentence-transformers folders and cross-encoders; False when the folder is neither.
 
-    A reranker (a sequence-classification checkpoint that sentence-transformers marks as a CrossEncoder, or that
-    has a single label; see `sentence.is_reranker`) ranks the texts after the first against the first. A folder
-    with modules.json is run as a SentenceTransformer: its own pooling, normalisation and prompts."""
+    A cross-encoder (a sequence-classification checkpoint that sentence-transformers marks as a CrossEncoder, or
+    that has a single label; see `sentence.is_reranker`) scores the texts after the first against the first:
+    with one label it ranks them (a reranker), with several it prints each label's probability per pair. A
+    folder with modules.json is run as a SentenceTransformer: its own pooling, normalisation and prompts."""
     from . import sentence
 
+    load = {"model_name_or_path": folder}
+    if not os.path.isdir(model_name):
+        # `download` fetched config, weights and tokenizer into the snapshot `folder` (named by its commit); the
+        # sentence-transformers files come from the same commit (no request when cached), the module folders
+        # (1_Pooling, 2_Dense) through the classes' own loading.
+        from .hub import Source
+
+        source = Source(model_name, revision=os.path.basename(os.path.normpath(folder)))
+        for name in ("modules.json", "config_sentence_transformers.json"):
+            source.file(name)
+        load = {"model_name_or_path": model_name, "revision": source.commit}
     if sentence.is_reranker(folder):
         if len(texts) < 2:
             raise SystemExit("error: a reranker needs a query and at least one document: run MODEL QUERY DOC...")
-        model = sentence.CrossEncoder(folder)
+        model = sentence.CrossEncoder(**load)
         print(f"model: {model_name} (CrossEncoder: {type(model.model).__name__}, "
               f"{model.model.num_parameters() / 1e6:.1f}M parameters, scores through "
               f"{type(model.activation_fn).__name__})")
         print(f"\nquery: {texts[0]!r}")
-        for place, hit in enumerate(model.rank(texts[0], texts[1:]), 1):
-            print(f"  {place}. {hit['score']:8.4f}  {_short(texts[1 + hit['corpus_id']], 70)!r}")
+        if model.num_labels == 1:
+            for place, hit in enumerate(model.rank(texts[0], texts[1:]), 1):
+                print(f"  {place}. {hit['score']:8.4f}  {_short(texts[1 + hit['corpus_id']], 70)!r}")
+            return True
+        # a cross-encoder with several labels (e.g. NLI): each label's probability for each (first, text) pair
+        probs = model.predict([(texts[0], t) for t in texts[1:]], apply_softmax=True, convert_to_tensor=True)
+        labels = model.config.id2label
+        for text, p in zip(texts[1:], probs):
+            print(f"\n{text!r}")
+            for i in p.argsort(descending=True).tolist():
+                print(f"  {labels.get(i, f'LABEL_{i}'):<20} {p[i].item():.4f}")
         return True
     if not os.path.isfile(os.path.join(folder, "modules.json")):
         return False
     if not texts:
         raise SystemExit("error: give at least one TEXT to run the model on")
-    model = sentence.SentenceTransformer(folder)
+    model = sentence.SentenceTransformer(**load)
     chain = " -> ".join(_describe_module(m) for m in model)
     print(f"model: {model_name} (SentenceTransformer: {type(model[0].auto_model).__name__}, "
           f"{model[0].auto_model.num_parameters() / 1e6:.1f}M parameters)")
