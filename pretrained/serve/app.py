@@ -225,15 +225,15 @@ def create_app(service: Service, limits: Limits) -> FastAPI:
                     if body.encoding_format == "base64" else v.tolist()
                 data.append({"object": "embedding", "index": i, "embedding": embedding})
             tokens = sum(len(e.ids) for e in encoded)
-            return {"object": "list", "data": data, "model": service.name,
-                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+            return JSONResponse({"object": "list", "data": data, "model": service.name,
+                                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
         @app.post("/embed", dependencies=guarded)
         async def tei_embed(body: EmbedRequest):
             prompt = service.prompt_text(body.prompt_name)
             encoded = embed_inputs(body.inputs, body.truncate, body.truncation_direction.lower(), prompt, "inputs")
             vectors = await run_forward(encoded)
-            return [finish_embedding(v, body.normalize, body.dimensions).tolist() for v in vectors]
+            return JSONResponse([finish_embedding(v, body.normalize, body.dimensions).tolist() for v in vectors])
 
     if service.kind in ("rerank", "classify"):
         labels = service.config.id2label or {}
@@ -264,7 +264,7 @@ def create_app(service: Service, limits: Limits) -> FastAPI:
                 s = scores(logits, body.raw_scores)
                 order = s.argsort(descending=True).tolist()
                 results.append([{"label": labels.get(j, f"LABEL_{j}"), "score": float(s[j])} for j in order])
-            return results if batched else results[0]
+            return JSONResponse(results if batched else results[0])
 
     if service.kind == "rerank":
         @app.post("/rerank", dependencies=guarded)
@@ -278,7 +278,7 @@ def create_app(service: Service, limits: Limits) -> FastAPI:
                 if body.return_text:
                     entry["text"] = body.texts[i]
                 ranked.append(entry)
-            return sorted(ranked, key=lambda e: -e["score"])
+            return JSONResponse(sorted(ranked, key=lambda e: -e["score"]))
 
     # -- generation -----------------------------------------------------------------------------------
     if service.kind == "generate":
@@ -300,7 +300,7 @@ def create_app(service: Service, limits: Limits) -> FastAPI:
                         generator.manual_seed(body.seed + j)
                     seqs.append(Sequence(prompt=ids, max_new_tokens=new, do_sample=body.temperature > 0,
                                          temperature=body.temperature, top_p=body.top_p, generator=generator,
-                                         stop=body.stop, emit=emit_for(index)))
+                                         stop=list(body.stop or []), emit=emit_for(index)))
             return seqs
 
         async def generate(request: Request, prompts: list[list[int]], body, max_tokens: Optional[int], chat: bool):
@@ -349,9 +349,10 @@ def create_app(service: Service, limits: Limits) -> FastAPI:
                             "finish_reason": r} if chat else
                            {"index": i, "text": t, "logprobs": None, "finish_reason": r}
                            for i, (t, r) in enumerate(zip(texts, reasons))]
-                return {"id": rid, "object": obj, "created": created, "model": service.name, "choices": choices,
-                        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                                  "total_tokens": prompt_tokens + completion}}
+                return JSONResponse({"id": rid, "object": obj, "created": created, "model": service.name,
+                                     "choices": choices,
+                                     "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                                               "total_tokens": prompt_tokens + completion}})
 
             include_usage = bool((body.stream_options or {}).get("include_usage"))
 

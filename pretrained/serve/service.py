@@ -88,16 +88,27 @@ class Service:
         is longer."""
         if not isinstance(text, str) or (pair is not None and not isinstance(pair, str)):
             raise InputError(f"{param}: expected a string", 422, param)
-        enc = self._encoder.encode(text, pair, add_special_tokens=False)
+        enc = self._encoder.encode(text, add_special_tokens=False)
+        enc_pair = self._encoder.encode(pair, add_special_tokens=False) if pair is not None else None
         n_special = self._encoder.num_special_tokens_to_add(pair is not None) if special_tokens else 0
         limit = self.max_input_length - n_special
-        if len(enc.ids) > limit:
+        a, b = len(enc.ids), len(enc_pair.ids) if enc_pair is not None else 0
+        if a + b > limit:
             if not truncate:
-                raise InputError(f"{param}: the input has {len(enc.ids) + n_special} tokens, more than the maximum "
-                                 f"of {self.max_input_length}; shorten it or set truncate to true", 413, param)
-            enc.truncate(limit, direction=direction)
+                raise InputError(f"{param}: the input has {a + b + n_special} tokens, more than the maximum of "
+                                 f"{self.max_input_length}; shorten it or set truncate to true", 413, param)
+            while a + b > limit:  # the longer text loses a token first ('longest_first')
+                if a > b:
+                    a -= 1
+                else:
+                    b -= 1
+            enc.truncate(a, direction=direction)
+            if enc_pair is not None:
+                enc_pair.truncate(b, direction=direction)
         if special_tokens:
-            enc = self._encoder.post_process(enc, None, add_special_tokens=True)
+            enc = self._encoder.post_process(enc, enc_pair, add_special_tokens=True)
+        elif enc_pair is not None:
+            enc = tokenizers.Encoding.merge([enc, enc_pair], growing_offsets=True)
         return Encoded(enc.ids, enc.type_ids)
 
     def encode_ids(self, ids: list[int], truncate: bool = False, direction: str = "right",
