@@ -123,7 +123,9 @@ class Source:
         self.token = token
         self.local_files_only = local_files_only
         self.force_download = force_download
-        self.subfolder = (subfolder or "").strip("/")
+        self.subfolder = _checked_relative(subfolder or "", "subfolder").strip("/")
+        if revision is not None:
+            _checked_revision(revision)
         self.is_local = os.path.isdir(self.name_or_path)
         self.commit: str | None = None      # the commit the revision resolved to, once known
         self._files: set[str] | None = None  # the repo's files at `commit`, when the Hub told us
@@ -148,6 +150,7 @@ class Source:
         Raises:
             RepoNotFoundError, RevisionNotFoundError, GatedRepoError, NotCachedError, HubError.
         """
+        _checked_relative(filename, "file name")
         if self.is_local:
             path = os.path.join(self.name_or_path, self.subfolder, filename)
             return path if os.path.isfile(path) else None
@@ -413,6 +416,33 @@ class Source:
         return NotCachedError(
             f"'{path_in_repo}' of {self} is not in the cache ({self.cache_folder}) and the Hub at "
             f"{_endpoint()} could not be reached ({_short(error)}). Check your network connection, then try again.")
+
+
+def _checked_relative(value, what: str) -> str:
+    """`value` if it is a relative path that stays inside its folder; ValueError naming it otherwise.
+
+    Checked before any path is joined, so that `subfolder="../x"` can neither read outside a local folder nor
+    create `.no_exist` markers outside the cache."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, got {value!r}")
+    parts = value.replace("\\", "/").split("/")
+    if "\0" in value or value.startswith(("/", "\\")) or os.path.isabs(value) or re.match(r"^[A-Za-z]:", value) \
+            or ".." in parts:
+        raise ValueError(f"{what} {value!r} must be a relative path inside the folder or repo (no '..', "
+                         f"not absolute)")
+    return value
+
+
+def _checked_revision(revision) -> str:
+    """A branch, tag or commit name as the Hub allows it; ValueError naming it otherwise (a revision becomes
+    the path `refs/<revision>` in the cache, so `..` or an absolute path would read or write anywhere)."""
+    if not isinstance(revision, str) or not revision:
+        raise ValueError(f"revision must be a non-empty string (branch, tag or commit hash), got {revision!r}")
+    parts = revision.split("/")
+    if "\0" in revision or "\\" in revision or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"revision {revision!r} is not a branch, tag or commit name (no '..', no leading, "
+                         f"trailing or double '/')")
+    return revision
 
 
 class _Unreachable(Exception):
