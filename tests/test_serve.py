@@ -563,3 +563,13 @@ def test_api_key_limits_disconnect_and_sigterm(cli_server):
     assert proc.wait(30) in (0, -signal.SIGTERM)
     cli_server["log"].seek(0)
     assert "Application shutdown complete" in cli_server["log"].read()
+
+
+def test_cli_names_the_extra_when_it_is_missing(monkeypatch, capsys):
+    from pretrained import cli
+
+    for name in [m for m in sys.modules if m == "pretrained.serve" or m.startswith("pretrained.serve.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi now fails
+    with pytest.raises(SystemExit, match=re.escape('pip install "pretrained[serve]"')):
+        cli.main(["serve", "some-model"])
