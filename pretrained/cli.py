@@ -66,6 +66,8 @@ def run(model_name: str, texts: list[str], args: argparse.Namespace) -> None:
 
     # A Hub id is fetched (or found in the cache, one request) once; every load below reads that folder.
     folder = model_name if os.path.isdir(model_name) else download(model_name)
+    if _run_sentence_folder(model_name, folder, texts, args):
+        return
     config = auto.AutoConfig.from_pretrained(folder)
     task = _task_of(config)
     if task in ("AutoModelForCausalLM", "AutoModelForSeq2SeqLM") or config.model_type in ("gpt2", "bart") \
@@ -117,6 +119,64 @@ def _print_embeddings(out, attention_mask, texts: list[str]) -> None:
         for i, text in enumerate(texts):
             row = "  ".join(f"{v:6.3f}" for v in sims[i].tolist())
             print(f"  {_short(text):<{width}}  {row}")
+
+
+def _run_sentence_folder(model_name: str, folder: str, texts: list[str], args: argparse.Namespace) -> bool:
+    """`run` for sentence-transformers folders and rerankers; False when the folder is neither.
+
+    A reranker (a sequence-classification checkpoint that sentence-transformers marks as a CrossEncoder, or that
+    has a single label; see `sentence.is_reranker`) ranks the texts after the first against the first. A folder
+    with modules.json is run as a SentenceTransformer: its own pooling, normalisation and prompts."""
+    from . import sentence
+
+    if sentence.is_reranker(folder):
+        if len(texts) < 2:
+            raise SystemExit("error: a reranker needs a query and at least one document: run MODEL QUERY DOC...")
+        model = sentence.CrossEncoder(folder)
+        print(f"model: {model_name} (CrossEncoder: {type(model.model).__name__}, "
+              f"{model.model.num_parameters() / 1e6:.1f}M parameters, scores through "
+              f"{type(model.activation_fn).__name__})")
+        print(f"\nquery: {texts[0]!r}")
+        for place, hit in enumerate(model.rank(texts[0], texts[1:]), 1):
+            print(f"  {place}. {hit['score']:8.4f}  {_short(texts[1 + hit['corpus_id']], 70)!r}")
+        return True
+    if not os.path.isfile(os.path.join(folder, "modules.json")):
+        return False
+    if not texts:
+        raise SystemExit("error: give at least one TEXT to run the model on")
+    model = sentence.SentenceTransformer(folder)
+    chain = " -> ".join(_describe_module(m) for m in model)
+    print(f"model: {model_name} (SentenceTransformer: {type(model[0].auto_model).__name__}, "
+          f"{model[0].auto_model.num_parameters() / 1e6:.1f}M parameters)")
+    print(f"modules: {chain}")
+    prompt_name = getattr(args, "prompt_name", None)
+    shown = prompt_name or model.default_prompt_name
+    if shown:
+        print(f"prompt {shown!r}: {model.prompts.get(shown, '')!r}")
+    emb = model.encode(texts, prompt_name=prompt_name, convert_to_tensor=True)  # (B, D)
+    print(f"\nsentence embeddings: {tuple(emb.shape)}")
+    for text, e in zip(texts, emb):
+        head = ", ".join(f"{v:+.4f}" for v in e[:6].tolist())
+        print(f"  [{head}, ...]  {text!r}")
+    if len(texts) > 1:
+        sims = model.similarity(emb, emb)
+        print(f"\n{model.similarity_fn_name} similarity:")
+        width = max(len(_short(t)) for t in texts)
+        for i, text in enumerate(texts):
+            row = "  ".join(f"{v:6.3f}" for v in sims[i].tolist())
+            print(f"  {_short(text):<{width}}  {row}")
+    return True
+
+
+def _describe_module(module) -> str:
+    kind = type(module).__name__
+    if kind == "Transformer":
+        return f"Transformer({type(module.auto_model).__name__}, max_seq_length={module.max_seq_length})"
+    if kind == "Pooling":
+        return f"Pooling({'+'.join(module.modes)}{'' if module.include_prompt else ', without prompt'})"
+    if kind == "Dense":
+        return f"Dense({module.in_features}->{module.out_features}, {type(module.activation_function).__name__})"
+    return kind
 
 
 def _short(text: str, n: int = 40) -> str:
@@ -179,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("words", nargs="*", metavar="[MODEL] TEXT", help="optional model, then the texts")
     p.add_argument("--model", "-m", help="folder or Hub id (instead of the first word)")
     p.add_argument("--top-k", type=int, default=None, help="fills shown per [MASK]; top-k for sampling")
+    add_sentence_flags(p)
     add_generation_flags(p)
     p = sub.add_parser("download", help="fetch a Hub checkpoint into the cache and print its folder",
                        description="Download config.json, one weights format (all shards) and the tokenizer files "
@@ -255,6 +316,13 @@ def _size(n: int) -> str:
         if n < 1024 or unit == "G":
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
         n /= 1024
+
+
+def add_sentence_flags(p: argparse.ArgumentParser) -> None:
+    """Options for sentence-transformers folders."""
+    g = p.add_argument_group("sentence-transformers folders")
+    g.add_argument("--prompt-name", default=None, help="prompt of config_sentence_transformers.json to put before "
+                                                        "each text (default: the folder's default prompt)")
 
 
 def add_generation_flags(p: argparse.ArgumentParser) -> None:

@@ -42,6 +42,7 @@ _MAX_TRUSTED_SIBLINGS = 10_000
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
+    "chat_template.jinja",
 )
 # One weights format, in order of preference; an index names its shards.
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -170,6 +171,17 @@ class Source:
                 f"{self._how_to_go_online()}")
         where = "" if self.is_local else f" (its files: {_endpoint()}/{self.name_or_path}/tree/{self.commit})"
         raise MissingFileError(f"{self} has no file '{filename}'{where}")
+
+    def listdir(self, folder: str) -> list[str]:
+        """Names of the files directly inside `folder` of the folder or repo; [] when there are none, or when the
+        repo's file list is unknown (offline with a cache that has no listing)."""
+        if self.is_local:
+            path = os.path.join(self.name_or_path, self.subfolder, folder)
+            return sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n))) \
+                if os.path.isdir(path) else []
+        self._resolve()
+        prefix = self._path_in_repo(folder).rstrip("/") + "/"
+        return sorted(f[len(prefix):] for f in self._files or () if f.startswith(prefix) and "/" not in f[len(prefix):])
 
     @property
     def cache_folder(self) -> str:
@@ -485,6 +497,8 @@ def download(name_or_path, **options) -> str:
         raise MissingFileError(f"{source} has no weights: none of {', '.join(WEIGHTS_FILES)}")
     for name in ("generation_config.json", *TOKENIZER_FILES):
         source.file(name)
+    for name in source.listdir("additional_chat_templates"):  # named chat templates, beside chat_template.jinja
+        source.file(f"additional_chat_templates/{name}")
     return source.folder
 
 

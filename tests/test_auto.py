@@ -76,9 +76,9 @@ def test_unknown_model_type_is_named_with_the_known_ones(tmp_path, load):
 
 
 def test_unknown_model_type_in_code():
-    with pytest.raises(ValueError, match="'llamazing'.*bart, bert, gpt2"):
+    with pytest.raises(ValueError, match="'llamazing'.*bart, bert, .*gpt2"):
         AutoConfig.for_model("llamazing")
-    with pytest.raises(ValueError, match="'llamazing'.*bart, bert, gpt2"):
+    with pytest.raises(ValueError, match="'llamazing'.*bart, bert, .*gpt2"):
         AutoModel.from_config(type("C", (), {"model_type": "llamazing"})())
 
 

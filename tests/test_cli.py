@@ -18,7 +18,9 @@ def test_default_model_prints_embeddings_and_similarities_as_transformers_comput
 
     assert cli.main(["run", *SENTENCES]) == 0
     out = capsys.readouterr().out
-    assert "BertModel" in out and "last_hidden_state: (3, 11, 384)" in out and "pooler_output: (3, 384)" in out
+    # a sentence-transformers folder: its own modules (mean pooling, Normalize) run
+    assert "SentenceTransformer: BertModel" in out and "Pooling(mean) -> Normalize" in out
+    assert "sentence embeddings: (3, 384)" in out
     rows = [line for line in out.splitlines() if line.strip().startswith(tuple(s[:20] for s in SENTENCES))
             and re.search(r"\d\.\d{3}\s*$", line)]
     printed = torch.tensor([[float(v) for v in re.findall(r"-?\d\.\d{3}", row)[-3:]] for row in rows])

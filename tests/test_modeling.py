@@ -222,7 +222,7 @@ def test_missing_and_unexpected_keys_are_logged(hf_checkpoint, tmp_path, caplog)
     assert len(warnings) == 2
     assert "bert.encoder.layer.1.extra.weight" in caplog.text and "were not used" in caplog.text
     assert "bert.encoder.layer.1.output.dense.bias" in caplog.text and "newly initialised" in caplog.text
-    assert torch.all(model.bert.encoder.layer[1].output["dense"].bias == 0)
+    assert torch.all(model.bert.encoder.layer[1].output.dense.bias == 0)
 
 
 def test_minilm_loads_without_warnings(minilm_dir, caplog):
@@ -301,7 +301,7 @@ def test_dtype_argument(hf_checkpoint):
         model = BertForMaskedLM.from_pretrained(folder, dtype=dtype)
         assert {p.dtype for p in model.parameters()} == {torch.float16}
         assert model.config.dtype == "float16" and model.dtype == torch.float16
-        assert torch.equal(model.bert.encoder.layer[0].output["dense"].weight,
+        assert torch.equal(model.bert.encoder.layer[0].output.dense.weight,
                            state["bert.encoder.layer.0.output.dense.weight"].half())
     model = BertForMaskedLM.from_pretrained(folder, torch_dtype=torch.bfloat16)
     assert model.dtype == torch.bfloat16 and model.config.dtype == "bfloat16"

@@ -3,7 +3,9 @@
 Reads the checkpoints transformers reads: `bert-base-*` (including the original `.bin` files with
 `LayerNorm.gamma/beta`), sentence-transformers models such as all-MiniLM-L6-v2 (saved without the `bert.`
 prefix) and anything `BertModel`/`BertFor*` saved. Attribute paths are checkpoint keys:
-`encoder.layer.0.attention.self.query.weight` is `model.encoder.layer[0].attention["self"]["query"].weight`.
+`encoder.layer.0.attention.self.query.weight` is `model.encoder.layer[0].attention.self.query.weight`. The
+module tree is transformers' (embeddings, encoder, layer, attention, self, output, intermediate, pooler, cls...),
+so forward hooks fire on the same module names; RoBERTa-like families reuse these blocks unchanged.
 """
 from __future__ import annotations
 
@@ -13,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import (activation, as_batch, attend, check_attention_mask, check_heads, check_input_ids, check_length,
+from ..layers import (Activation, as_batch, attend, check_attention_mask, check_heads, check_input_ids, check_length,
                       check_position_ids, classification_loss, Linear, merge_heads, padding_mask, split_heads,
                       token_loss)
 from ..modeling import PreTrainedModel
 from .bert_config import BertConfig  # re-exported: the config lives in a torch-free module
-from ..outputs import (BaseModelOutputWithPooling, MaskedLMOutput, QuestionAnsweringModelOutput,
+from ..outputs import (BaseModelOutput, BaseModelOutputWithPooling, MaskedLMOutput, QuestionAnsweringModelOutput,
                        SequenceClassifierOutput, TokenClassifierOutput)
 
 
@@ -32,8 +34,8 @@ class BertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(C, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: Optional[Tensor], token_type_ids: Optional[Tensor], position_ids: Optional[Tensor],
-                inputs_embeds: Optional[Tensor]) -> Tensor:
+    def forward(self, input_ids: Optional[Tensor] = None, token_type_ids: Optional[Tensor] = None,
+                position_ids: Optional[Tensor] = None, inputs_embeds: Optional[Tensor] = None) -> Tensor:
         x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         B, T, _ = x.shape
         if position_ids is None:
@@ -44,33 +46,137 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x))
 
 
-class BertLayer(nn.Module):
-    """Self-attention and feed-forward, each followed by residual + LayerNorm (post-LN)."""
+class BertSelfAttention(nn.Module):
+    """Multi-head self-attention: query/key/value projections and softmax(q k^T / sqrt(hs) + mask) v.
+
+    Returns (context (B, T, C) before the output projection, weights (B, nh, T, T) or None). The weights are
+    computed (explicit softmax instead of SDPA) when `output_attentions` or config.attn_implementation == "eager".
+    """
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        C, eps = config.hidden_size, config.layer_norm_eps
-        self.n_head = config.num_attention_heads
-        self.attention = nn.ModuleDict({
-            "self": nn.ModuleDict({"query": Linear(C, C), "key": Linear(C, C), "value": Linear(C, C)}),
-            "output": nn.ModuleDict({"dense": Linear(C, C), "LayerNorm": nn.LayerNorm(C, eps=eps)}),
-        })
-        self.intermediate = nn.ModuleDict({"dense": Linear(C, config.intermediate_size)})
-        self.output = nn.ModuleDict({"dense": Linear(config.intermediate_size, C),
-                                     "LayerNorm": nn.LayerNorm(C, eps=eps)})
-        self.act = activation(config.hidden_act)
-        self.attn_dropout = config.attention_probs_dropout_prob
+        C = config.hidden_size
+        check_heads(C, config.num_attention_heads)
+        self.config, self.num_attention_heads = config, config.num_attention_heads
+        self.query, self.key, self.value = Linear(C, C), Linear(C, C), Linear(C, C)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)  # its p is applied inside `attend`
+
+    def forward(self, hidden_states: Tensor, attention_mask: Optional[Tensor] = None,
+                output_attentions: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+        nh = self.num_attention_heads
+        q, k, v = (split_heads(proj(hidden_states), nh)
+                   for proj in (self.query, self.key, self.value))  # (B, nh, T, hs)
+        y, weights = attend(q, k, v, attention_mask, dropout=self.dropout.p if self.training else 0.0,
+                            need_weights=output_attentions or self.config.attn_implementation == "eager")
+        return merge_heads(y), weights  # (B, T, C)
+
+
+class BertSelfOutput(nn.Module):
+    """Output projection of the attention, then residual + LayerNorm."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: Tensor, mask: Optional[Tensor], need_weights: bool) -> tuple[Tensor, Optional[Tensor]]:
-        qkv, out = self.attention["self"], self.attention["output"]
-        q, k, v = (split_heads(qkv[name](x), self.n_head) for name in ("query", "key", "value"))  # (B, nh, T, hs)
-        y, weights = attend(q, k, v, mask, dropout=self.attn_dropout if self.training else 0.0,
-                            need_weights=need_weights)
-        x = out["LayerNorm"](self.dropout(out["dense"](merge_heads(y))) + x)  # (B, T, C)
-        h = self.act(self.intermediate["dense"](x))  # (B, T, intermediate)
-        x = self.output["LayerNorm"](self.dropout(self.output["dense"](h)) + x)
-        return x, weights
+    def forward(self, hidden_states: Tensor, input_tensor: Tensor) -> Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)  # (B, T, C)
+
+
+class BertAttention(nn.Module):
+    """`self` (attention) then `output` (projection, residual, LayerNorm). Returns (output (B, T, C), weights)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+
+    def forward(self, hidden_states: Tensor, attention_mask: Optional[Tensor] = None,
+                output_attentions: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+        y, weights = self.self(hidden_states, attention_mask, output_attentions)
+        return self.output(y, hidden_states), weights
+
+
+class BertIntermediate(nn.Module):
+    """The feed-forward's expansion: act(dense(x)), (B, T, intermediate_size)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = Activation(config.hidden_act)
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        return self.intermediate_act_fn(self.dense(hidden_states))
+
+
+class BertOutput(nn.Module):
+    """The feed-forward's projection back to C, then residual + LayerNorm."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: Tensor, input_tensor: Tensor) -> Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)  # (B, T, C)
+
+
+class BertLayer(nn.Module):
+    """Self-attention and feed-forward, each followed by residual + LayerNorm (post-LN).
+
+    Returns (hidden_states (B, T, C), attention weights (B, nh, T, T) or None).
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def forward(self, hidden_states: Tensor, attention_mask: Optional[Tensor] = None,
+                output_attentions: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+        x, weights = self.attention(hidden_states, attention_mask, output_attentions)  # (B, T, C)
+        return self.output(self.intermediate(x), x), weights
+
+
+class BertEncoder(nn.Module):
+    """The stack of layers. Returns BaseModelOutput(last_hidden_state (B, T, C), hidden_states, attentions).
+
+    `attention_mask` is the additive (B, 1, 1, T) mask the model builds, or a (B, T) mask of 1 / 0, or None.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, hidden_states: Tensor, attention_mask: Optional[Tensor] = None, output_attentions: bool = False,
+                output_hidden_states: bool = False, return_dict: bool = True):
+        x = hidden_states  # (B, T, C)
+        if attention_mask is not None and attention_mask.dim() == 2:
+            attention_mask = padding_mask(check_attention_mask(attention_mask, x.size(0), x.size(1)), x.dtype)
+        all_hidden, all_attentions = [x], []
+        for layer in self.layer:
+            x, weights = layer(x, attention_mask, output_attentions)
+            all_hidden.append(x)
+            all_attentions.append(weights)
+        out = BaseModelOutput(last_hidden_state=x, hidden_states=tuple(all_hidden) if output_hidden_states else None,
+                              attentions=tuple(all_attentions) if output_attentions else None)
+        return out if return_dict else out.to_tuple()
+
+
+class BertPooler(nn.Module):
+    """tanh(dense(first token)), (B, C)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        return self.activation(self.dense(hidden_states[:, 0]))
 
 
 class BertPreTrainedModel(PreTrainedModel):
@@ -98,10 +204,8 @@ class BertModel(BertPreTrainedModel):
         super().__init__(config)
         check_heads(config.hidden_size, config.num_attention_heads)
         self.embeddings = BertEmbeddings(config)
-        self.encoder = nn.ModuleDict({"layer": nn.ModuleList(BertLayer(config)
-                                                             for _ in range(config.num_hidden_layers))})
-        self.pooler = nn.ModuleDict({"dense": Linear(config.hidden_size, config.hidden_size)}) \
-            if add_pooling_layer else None
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -133,17 +237,11 @@ class BertModel(BertPreTrainedModel):
         x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, T, C)
         attention_mask = check_attention_mask(attention_mask, x.size(0), x.size(1))
         mask = padding_mask(attention_mask, x.dtype)  # (B, 1, 1, T) or None
-        hidden_states, attentions = [x], []
-        for layer in self.encoder["layer"]:
-            x, weights = layer(x, mask, output_attentions or cfg.attn_implementation == "eager")
-            hidden_states.append(x)
-            attentions.append(weights)
-        pooled = torch.tanh(self.pooler["dense"](x[:, 0])) if self.pooler is not None else None  # (B, C)
+        enc = self.encoder(x, mask, output_attentions, output_hidden_states, return_dict=True)
+        pooled = self.pooler(enc.last_hidden_state) if self.pooler is not None else None  # (B, C)
 
-        out = BaseModelOutputWithPooling(
-            last_hidden_state=x, pooler_output=pooled,
-            hidden_states=tuple(hidden_states) if output_hidden_states else None,
-            attentions=tuple(attentions) if output_attentions else None)
+        out = BaseModelOutputWithPooling(last_hidden_state=enc.last_hidden_state, pooler_output=pooled,
+                                         hidden_states=enc.hidden_states, attentions=enc.attentions)
         return out if return_dict else out.to_tuple()
 
 
@@ -179,18 +277,41 @@ class BertForSequenceClassification(BertPreTrainedModel):
         return _head_outputs(out, return_dict, SequenceClassifierOutput, loss, logits=logits)
 
 
-class BertLMPredictionHead(nn.Module):
+class BertPredictionHeadTransform(nn.Module):
+    """LayerNorm(act(dense(x))), (B, T, C), before the MLM decoder."""
+
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.transform = nn.ModuleDict({"dense": Linear(config.hidden_size, config.hidden_size),
-                                        "LayerNorm": nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)})
-        self.act = activation(config.hidden_act)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
+        self.transform_act_fn = Activation(config.hidden_act)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
+
+
+class BertLMPredictionHead(nn.Module):
+    """transform, then the decoder over the vocabulary, (B, T, vocab); decoder.bias is `bias`."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.transform = BertPredictionHeadTransform(config)
         self.decoder = Linear(config.hidden_size, config.vocab_size)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.transform["LayerNorm"](self.act(self.transform["dense"](x)))
-        return self.decoder(x)  # (B, T, vocab); decoder.bias is self.bias
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        return self.decoder(self.transform(hidden_states))
+
+
+class BertOnlyMLMHead(nn.Module):
+    """`cls` of the masked-LM model: holds `predictions`."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+
+    def forward(self, sequence_output: Tensor) -> Tensor:
+        return self.predictions(sequence_output)  # (B, T, vocab)
 
 
 class BertForMaskedLM(BertPreTrainedModel):
@@ -204,7 +325,7 @@ class BertForMaskedLM(BertPreTrainedModel):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=False)
-        self.cls = nn.ModuleDict({"predictions": BertLMPredictionHead(config)})
+        self.cls = BertOnlyMLMHead(config)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -216,7 +337,7 @@ class BertForMaskedLM(BertPreTrainedModel):
         return_dict = self.config.return_dict if return_dict is None else return_dict
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                         output_attentions, output_hidden_states, return_dict=True)
-        logits = self.cls["predictions"](out.last_hidden_state)  # (B, T, vocab)
+        logits = self.cls(out.last_hidden_state)  # (B, T, vocab)
         loss = None if labels is None else token_loss(logits, labels)
         return _head_outputs(out, return_dict, MaskedLMOutput, loss, logits=logits)
 

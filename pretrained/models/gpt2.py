@@ -3,7 +3,8 @@
 Reads the checkpoints transformers reads: the canonical `openai-community/gpt2*` files (keys without the
 `transformer.` prefix, with the old `h.{i}.attn.bias` / `attn.masked_bias` buffers, which are ignored) and
 anything `GPT2Model`/`GPT2*` saved. GPT-2 keeps OpenAI's Conv1D layout, weight (in, out), so attribute paths
-are checkpoint keys and nothing is transposed: `h.0.attn.c_attn.weight` is `model.h[0].attn["c_attn"].weight`.
+are checkpoint keys and nothing is transposed: `h.0.attn.c_attn.weight` is `model.h[0].attn.c_attn.weight`. The
+module tree is transformers' (h, attn, mlp, ...), so forward hooks fire on the same module names.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 
 from ..configuration import ConfigError
 from ..generation import GenerationMixin
-from ..layers import (activation, as_batch, attend, causal_attention_mask, check_attention_mask, check_heads,
+from ..layers import (Activation, as_batch, attend, causal_attention_mask, check_attention_mask, check_heads,
                       check_input_ids, check_length, check_position_ids, classification_loss, decoder_cache,
                       fast_linear_applies, KVCache, Linear, linear, merge_heads, split_heads, token_loss)
 from ..modeling import PreTrainedModel
@@ -55,37 +56,76 @@ class Conv1D(nn.Module):
         return self._out_in
 
 
-class GPT2Block(nn.Module):
-    """x + attn(ln_1(x)), then x + mlp(ln_2(x)) (pre-LN)."""
+class GPT2Attention(nn.Module):
+    """Causal multi-head self-attention: one Conv1D for q, k, v (c_attn), one for the output (c_proj).
 
-    def __init__(self, config: GPT2Config, layer_idx: int):
+    `attention_mask` is the additive mask GPT2Model builds, causal and padding together, (B or 1, 1, T, S); when
+    None, the attention is causal over the cached and new keys (and SDPA takes its causal kernel). New keys and
+    values are appended to `cache`, a KVCache, when one is given.
+
+    Returns (output (B, T, C), weights (B, nh, T, S) or None); the weights are computed when `output_attentions`
+    or config.attn_implementation == "eager".
+    """
+
+    def __init__(self, config: GPT2Config, layer_idx: int = 0):
         super().__init__()
-        C, eps = config.n_embd, config.layer_norm_epsilon
-        inner = config.n_inner if config.n_inner is not None else 4 * C
-        self.n_head, self.layer_idx = config.n_head, layer_idx
-        self.ln_1 = nn.LayerNorm(C, eps=eps)
-        self.attn = nn.ModuleDict({"c_attn": Conv1D(3 * C, C), "c_proj": Conv1D(C, C)})
-        self.ln_2 = nn.LayerNorm(C, eps=eps)
-        self.mlp = nn.ModuleDict({"c_fc": Conv1D(inner, C), "c_proj": Conv1D(C, inner)})
-        self.act = activation(config.activation_function)
+        C = config.n_embd
+        check_heads(C, config.n_head)
+        self.config, self.n_head, self.layer_idx = config, config.n_head, layer_idx
+        self.c_attn = Conv1D(3 * C, C)
+        self.c_proj = Conv1D(C, C)
+        self.attn_dropout = nn.Dropout(config.attn_pdrop)  # its p is applied inside `attend`
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
         self.scale = (C // config.n_head) ** -0.5 if config.scale_attn_weights else 1.0
         if config.scale_attn_by_inverse_layer_idx:
             self.scale /= float(layer_idx + 1)
-        self.attn_pdrop = config.attn_pdrop
-        self.dropout = nn.Dropout(config.resid_pdrop)
 
-    def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool, cache: Optional[KVCache],
-                need_weights: bool) -> tuple[Tensor, Optional[Tensor]]:
-        C = x.size(-1)
-        q, k, v = self.attn["c_attn"](self.ln_1(x)).split(C, dim=-1)  # 3 × (B, T, C)
+    def forward(self, hidden_states: Tensor, cache: Optional[KVCache] = None, attention_mask: Optional[Tensor] = None,
+                output_attentions: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+        C = hidden_states.size(-1)
+        q, k, v = self.c_attn(hidden_states).split(C, dim=-1)  # 3 × (B, T, C)
         q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))  # (B, nh, T, hs)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, nh, S, hs)
-        y, weights = attend(q, k, v, mask, dropout=self.attn_pdrop if self.training else 0.0,
-                            is_causal=is_causal, scale=self.scale, need_weights=need_weights)
-        x = x + self.dropout(self.attn["c_proj"](merge_heads(y)))  # (B, T, C)
-        h = self.act(self.mlp["c_fc"](self.ln_2(x)))  # (B, T, inner)
-        return x + self.dropout(self.mlp["c_proj"](h)), weights
+        is_causal = False
+        if attention_mask is None:  # causal over the keys: SDPA's causal kernel, none for one new token, or a mask
+            attention_mask, is_causal = causal_attention_mask(None, q.size(2), k.size(2), q.dtype, q.device)
+        y, weights = attend(q, k, v, attention_mask, dropout=self.attn_dropout.p if self.training else 0.0,
+                            is_causal=is_causal, scale=self.scale,
+                            need_weights=output_attentions or self.config.attn_implementation == "eager")
+        return self.resid_dropout(self.c_proj(merge_heads(y))), weights  # (B, T, C)
+
+
+class GPT2MLP(nn.Module):
+    """dropout(c_proj(act(c_fc(x)))), with the inner size n_inner (4 * n_embd when None)."""
+
+    def __init__(self, intermediate_size: int, config: GPT2Config):
+        super().__init__()
+        self.c_fc = Conv1D(intermediate_size, config.n_embd)
+        self.c_proj = Conv1D(config.n_embd, intermediate_size)
+        self.act = Activation(config.activation_function)
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(hidden_states))))  # (B, T, C)
+
+
+class GPT2Block(nn.Module):
+    """x + attn(ln_1(x)), then x + mlp(ln_2(x)) (pre-LN). Returns (hidden_states (B, T, C), weights or None)."""
+
+    def __init__(self, config: GPT2Config, layer_idx: int = 0):
+        super().__init__()
+        C, eps = config.n_embd, config.layer_norm_epsilon
+        self.ln_1 = nn.LayerNorm(C, eps=eps)
+        self.attn = GPT2Attention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(C, eps=eps)
+        self.mlp = GPT2MLP(config.n_inner if config.n_inner is not None else 4 * C, config)
+
+    def forward(self, hidden_states: Tensor, cache: Optional[KVCache] = None, attention_mask: Optional[Tensor] = None,
+                output_attentions: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+        y, weights = self.attn(self.ln_1(hidden_states), cache, attention_mask, output_attentions)
+        x = hidden_states + y  # (B, T, C)
+        return x + self.mlp(self.ln_2(x)), weights
 
 
 class GPT2PreTrainedModel(PreTrainedModel):
@@ -164,10 +204,10 @@ class GPT2Model(GPT2PreTrainedModel):
         x = self.drop(x)
 
         attention_mask = check_attention_mask(attention_mask, B, S, "cached + new tokens" if past else "the input")
-        mask, is_causal = causal_attention_mask(attention_mask, T, S, x.dtype, x.device)
+        mask, _ = causal_attention_mask(attention_mask, T, S, x.dtype, x.device)  # None: each attention is causal
         hidden_states, attentions = [x], []
         for block in self.h:
-            x, weights = block(x, mask, is_causal, cache, output_attentions or cfg.attn_implementation == "eager")
+            x, weights = block(x, cache, mask, output_attentions)
             hidden_states.append(x)
             attentions.append(weights)
         x = self.ln_f(x)

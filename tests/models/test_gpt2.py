@@ -310,7 +310,7 @@ def test_canonical_gpt2_layout_loads_without_warnings(hf_dirs, tmp_path, caplog)
         assert diff(lm(ids, attention_mask=mask).logits, ref(ids, attention_mask=mask).logits) <= TOL
         assert diff(base(ids, attention_mask=mask).last_hidden_state,
                     ref.transformer(ids, attention_mask=mask).last_hidden_state) <= TOL
-    assert lm.transformer.h[0].attn["c_attn"].weight.shape == (32, 96)  # Conv1D (in, out), not transposed
+    assert lm.transformer.h[0].attn.c_attn.weight.shape == (32, 96)  # Conv1D (in, out), not transposed
 
 
 def test_auto_classes_pick_gpt2(hf_dirs):
@@ -337,11 +337,11 @@ def test_random_init_follows_gpt2(tmp_path):
     config = GPT2Config(vocab_size=300, n_embd=128, n_layer=8, n_head=4, n_positions=64)
     model = GPT2LMHeadModel(config)
     block = model.transformer.h[3]
-    assert block.mlp["c_fc"].weight.shape == (128, 512)  # n_inner None -> 4 * n_embd
-    assert abs(block.attn["c_attn"].weight.std().item() - 0.02) < 0.002
-    for w in (block.attn["c_proj"].weight, block.mlp["c_proj"].weight):  # 0.02 / sqrt(2 * n_layer)
+    assert block.mlp.c_fc.weight.shape == (128, 512)  # n_inner None -> 4 * n_embd
+    assert abs(block.attn.c_attn.weight.std().item() - 0.02) < 0.002
+    for w in (block.attn.c_proj.weight, block.mlp.c_proj.weight):  # 0.02 / sqrt(2 * n_layer)
         assert abs(w.std().item() - 0.02 / math.sqrt(16)) < 0.0005
-    assert torch.all(block.attn["c_attn"].bias == 0) and torch.all(block.ln_1.weight == 1)
+    assert torch.all(block.attn.c_attn.bias == 0) and torch.all(block.ln_1.weight == 1)
     assert model.lm_head.weight is model.transformer.wte.weight
 
 
