@@ -29,7 +29,7 @@ import transformers
 
 from conftest import build_hf, perturb
 
-from pretrained import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, GPT2LMHeadModel
+from pretrained import AutoTokenizer, CrossEncoder, GPT2LMHeadModel, SentenceTransformer
 from pretrained.serve import Limits, create_app, load
 
 TOL = 1e-5  # served embeddings and scores against the offline ones
@@ -205,29 +205,12 @@ def cli_server(tmp_path_factory):
 # -- offline results --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def minilm(minilm_dir):
-    return AutoModel.from_pretrained(minilm_dir), AutoTokenizer.from_pretrained(minilm_dir)
+    return SentenceTransformer(minilm_dir, device="cpu")
 
 
-def offline_embeddings(minilm, texts, normalize=True, max_length=256):
-    """Mean-pooled embeddings of a (model, tokenizer), computed by the library, a batch of similar lengths at a
-    time."""
-    model, tokenizer = minilm
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = [None] * len(texts)
-    for start in range(0, len(order), 32):
-        rows = order[start:start + 32]
-        batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
-                          return_tensors="pt")
-        with torch.inference_mode():
-            h = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                      token_type_ids=batch["token_type_ids"]).last_hidden_state
-        m = batch["attention_mask"][..., None].float()
-        emb = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        if normalize:
-            emb = torch.nn.functional.normalize(emb, dim=-1)
-        for i, e in zip(rows, emb):
-            out[i] = e
-    return torch.stack(out)
+def offline_embeddings(model, texts, normalize=True):
+    """The library's SentenceTransformer embeddings of `texts`."""
+    return model.encode(texts, convert_to_tensor=True, normalize_embeddings=normalize)
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +243,7 @@ def test_openai_embeddings_equal_offline(embed_server, minilm):
     got = torch.tensor([d.embedding for d in res.data])
     assert [d.index for d in res.data] == list(range(len(TEXTS)))
     assert (got - expected).abs().max() <= TOL
-    assert res.usage.prompt_tokens == sum(len(minilm[1].encode(t)) for t in TEXTS)
+    assert res.usage.prompt_tokens == sum(len(minilm.tokenizer.encode(t)) for t in TEXTS)
 
     one = client.embeddings.create(model="minilm", input=TEXTS[1])
     assert (torch.tensor(one.data[0].embedding) - expected[1]).abs().max() <= TOL
@@ -272,7 +255,7 @@ def test_openai_embeddings_equal_offline(embed_server, minilm):
     assert len(small) == 8
     assert (torch.tensor(small) - torch.nn.functional.normalize(expected[0, :8], dim=0)).abs().max() <= TOL
     # token ids are taken as they are
-    ids = minilm[1].encode(TEXTS[3])
+    ids = minilm.tokenizer.encode(TEXTS[3])
     by_ids = client.embeddings.create(model="minilm", input=[ids]).data[0].embedding
     assert (torch.tensor(by_ids) - expected[3]).abs().max() <= TOL
 
@@ -298,8 +281,11 @@ def test_tei_embed(embed_server, minilm):
 
     r = httpx.post(url + "/embed", json={"inputs": ["x"] * 65})
     assert r.status_code == 413 and "65 inputs" in r.json()["error"]
-    r = httpx.post(url + "/embed", json={"inputs": "x", "prompt_name": "query"})
+    r = httpx.post(url + "/embed", json={"inputs": "x", "prompt_name": "nope"})
     assert r.status_code == 422 and "prompt_name" in r.json()["error"]
+    r = httpx.post(url + "/embed", json={"inputs": TEXTS[1], "prompt_name": "query"})  # sentence-transformers'
+    assert (torch.tensor(r.json()[0]) - minilm.encode(TEXTS[1], prompt_name="query", convert_to_tensor=True)
+            ).abs().max() <= TOL
 
 
 def test_malformed_bodies_get_422_naming_the_field(embed_server, gen_server):
@@ -319,12 +305,12 @@ def test_malformed_bodies_get_422_naming_the_field(embed_server, gen_server):
 def test_load_2000_embedding_requests_from_64_clients(tiny_embed_server, tiny_embed_dir):
     """Mixed lengths, 64 clients at once: every answer arrives once and equals the offline embedding."""
     embed_server = tiny_embed_server
-    minilm = AutoModel.from_pretrained(tiny_embed_dir), AutoTokenizer.from_pretrained(tiny_embed_dir)
+    minilm = SentenceTransformer(tiny_embed_dir, device="cpu")
     rng = random.Random(0)
     vocab = "the cat dog house tree car city river blue green red big small old new water fire light dark".split()
     texts = [" ".join(rng.choice(vocab) for _ in range(rng.choice([1, 2, 3, 5, 8, 13, 18]))) + f" {i}"
              for i in range(400)]
-    expected = offline_embeddings(minilm, texts, max_length=24)
+    expected = offline_embeddings(minilm, texts)
     jobs = [i % len(texts) for i in range(2000)]
     rng.shuffle(jobs)
 
@@ -356,25 +342,22 @@ def test_load_2000_embedding_requests_from_64_clients(tiny_embed_server, tiny_em
 
 
 # -- rerank and predict ----------------------------------------------------------------------------------------
-def _offline_logits(folder, pairs):
-    model = AutoModelForSequenceClassification.from_pretrained(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    out = []
-    for pair in pairs:
-        batch = tokenizer(*pair, truncation=True, max_length=24, return_tensors="pt")
-        with torch.inference_mode():
-            out.append(model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}).logits[0])
-    return torch.stack(out)
+def _offline_scores(folder, pairs, raw=False):
+    """The library's CrossEncoder scores of `pairs` (its default activation, or the raw logits)."""
+    model = CrossEncoder(folder, device="cpu")
+    return model.predict([list(p) for p in pairs], convert_to_tensor=True,
+                         activation_fn=torch.nn.Identity() if raw else None)
 
 
 def test_tei_rerank(reranker_server):
     url, folder = reranker_server.url, reranker_server.service.name
     query, texts = "what is the capital of japan", ["Tokyo is the capital.", "Bananas are yellow.", "Japan"]
-    logits = _offline_logits(folder, [(query, t) for t in texts])[:, 0]
+    logits = _offline_scores(folder, [(query, t) for t in texts], raw=True)
+    scores = _offline_scores(folder, [(query, t) for t in texts])
     r = httpx.post(url + "/rerank", json={"query": query, "texts": texts, "return_text": True}).json()
-    assert [e["index"] for e in r] == logits.argsort(descending=True).tolist()
+    assert [e["index"] for e in r] == scores.argsort(descending=True).tolist()
     for e in r:
-        assert abs(e["score"] - logits[e["index"]].sigmoid().item()) <= TOL and e["text"] == texts[e["index"]]
+        assert abs(e["score"] - scores[e["index"]].item()) <= TOL and e["text"] == texts[e["index"]]
     raw = httpx.post(url + "/rerank", json={"query": query, "texts": texts, "raw_scores": True}).json()
     for e in raw:
         assert abs(e["score"] - logits[e["index"]].item()) <= TOL and "text" not in e
@@ -384,10 +367,19 @@ def test_tei_rerank(reranker_server):
     assert httpx.post(url + "/embed", json={"inputs": "x"}).status_code == 404  # not an embedding model
 
 
+def _single_logits(model, text):
+    """A classifier's logits for one text (CrossEncoder.predict takes pairs)."""
+    batch = model.tokenizer(text, return_tensors="pt")
+    with torch.inference_mode():
+        return model.model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}).logits[0]
+
+
 def test_tei_predict(classifier_server):
     url, folder = classifier_server.url, classifier_server.service.name
     texts = [("I love it",), ("a pair of", "texts"), ("it is fine",)]
-    probs = _offline_logits(folder, texts).softmax(-1)
+    model = CrossEncoder(folder, device="cpu")
+    probs = torch.stack([_single_logits(model, t[0]) if len(t) == 1 else model.predict(list(t), convert_to_tensor=True)
+                         for t in texts]).softmax(-1)
     labels = ["negative", "neutral", "positive"]
     one = httpx.post(url + "/predict", json={"inputs": "I love it"}).json()
     assert [e["label"] for e in one] == [labels[j] for j in probs[0].argsort(descending=True).tolist()]
@@ -441,6 +433,9 @@ def test_chat_completions(gen_server, gpt2):
     messages = [{"role": "system", "content": "w1 w2"}, {"role": "user", "content": "w9 w10"}]
     res = client.chat.completions.create(model="gpt2", messages=messages, max_tokens=8, temperature=0)
     prompt = [1, 2, 9, 10, 7]  # the template joins the contents and opens the assistant turn with w7
+    tokenizer = AutoTokenizer.from_pretrained(gen_server.service.name)
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert tokenizer.encode(rendered, add_special_tokens=False) == prompt
     text, reason = offline_text(gpt2, prompt, 8)
     assert res.choices[0].message.role == "assistant"
     assert res.choices[0].message.content.strip() == text and res.choices[0].finish_reason == reason
@@ -480,6 +475,48 @@ def test_32_concurrent_streams_equal_generate(gen_server, gpt2):
     metrics = httpx.get(gen_server.url + "/metrics").text
     assert float(re.search(r"^pretrained_batch_size_sum (\S+)", metrics, re.M).group(1)) > \
         float(re.search(r"^pretrained_batch_size_count (\S+)", metrics, re.M).group(1))  # shared steps
+
+
+@pytest.fixture(scope="module")
+def mistral_dir(tmp_path_factory):
+    """A tiny Mistral (rotary positions, grouped KV heads, a sliding window of 6) with the word tokenizer."""
+    torch.manual_seed(2)
+    config = transformers.MistralConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                        sliding_window=6, bos_token_id=EOS, eos_token_id=EOS,
+                                        tie_word_embeddings=False)
+    model = transformers.MistralForCausalLM(config)
+    perturb(model)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(30.0)
+        model.model.embed_tokens.weight.mul_(10.0)
+    root = tmp_path_factory.mktemp("mistral")
+    model.save_pretrained(root)
+    _word_tokenizer(root, 50, {EOS: "<|endoftext|>"})
+    return str(root)
+
+
+def test_continuous_batching_with_rotary_and_sliding_window(mistral_dir):
+    """Rows of a Mistral batch (left-padded, a sliding window shorter than the prompts) decode as alone."""
+    from pretrained import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(mistral_dir)
+    rng = random.Random(2)
+    prompts = [[rng.randrange(0, 49) for _ in range(rng.randint(1, 14))] for _ in range(12)]
+    lengths = [rng.randint(1, 24) for _ in range(12)]
+    expected = [offline_text(model, p, k) for p, k in zip(prompts, lengths)]
+    server = ThreadServer(mistral_dir)
+    try:
+        async def run():
+            client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+            return await asyncio.gather(*(client.completions.create(
+                model="m", prompt=words(p), max_tokens=k, temperature=0) for p, k in zip(prompts, lengths)))
+
+        results = asyncio.run(run())
+    finally:
+        server.stop()
+    for res, (text, reason) in zip(results, expected):
+        assert res.choices[0].text.strip() == text and res.choices[0].finish_reason == reason
 
 
 def test_info_models_health_metrics(embed_server, gen_server):

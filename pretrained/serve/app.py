@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -189,7 +188,7 @@ def create_app(service: Service, limits: Limits) -> FastAPI:
                 raise ApiError(424 if not service.kind == "generate" else 500, f"the model failed: {r}")
         return out
 
-    def embed_inputs(inputs, truncate: bool, direction: str, prompt: str, param: str) -> list:
+    def embed_inputs(inputs, truncate: bool, direction: str, prompt: tuple[str, int], param: str) -> list:
         if isinstance(inputs, str):
             inputs = [inputs]
         if not inputs:
@@ -200,7 +199,9 @@ def create_app(service: Service, limits: Limits) -> FastAPI:
         for i, item in enumerate(inputs):
             where = f"{param}[{i}]" if len(inputs) > 1 else param
             if isinstance(item, str):
-                encoded.append(service.encode(prompt + item, truncate=truncate, direction=direction, param=where))
+                enc = service.encode(prompt[0] + item, truncate=truncate, direction=direction, param=where)
+                enc.prompt_length = prompt[1]
+                encoded.append(enc)
             else:
                 encoded.append(service.encode_ids(item, truncate=truncate, direction=direction, param=where))
         return encoded
@@ -216,7 +217,7 @@ def create_app(service: Service, limits: Limits) -> FastAPI:
     if service.kind == "embed":
         @app.post("/v1/embeddings", dependencies=guarded)
         async def openai_embeddings(body: EmbeddingRequest):
-            encoded = embed_inputs(body.input, False, "right", service.prompt_text(None), "input")
+            encoded = embed_inputs(body.input, False, "right", service.prompt(None), "input")
             vectors = await run_forward(encoded)
             data = []
             for i, v in enumerate(vectors):
@@ -230,7 +231,7 @@ def create_app(service: Service, limits: Limits) -> FastAPI:
 
         @app.post("/embed", dependencies=guarded)
         async def tei_embed(body: EmbedRequest):
-            prompt = service.prompt_text(body.prompt_name)
+            prompt = service.prompt(body.prompt_name)
             encoded = embed_inputs(body.inputs, body.truncate, body.truncation_direction.lower(), prompt, "inputs")
             vectors = await run_forward(encoded)
             return JSONResponse([finish_embedding(v, body.normalize, body.dimensions).tolist() for v in vectors])
@@ -267,6 +268,8 @@ def create_app(service: Service, limits: Limits) -> FastAPI:
             return JSONResponse(results if batched else results[0])
 
     if service.kind == "rerank":
+        activation = service.sentence.activation_fn  # CrossEncoder's: Sigmoid unless the folder names another
+
         @app.post("/rerank", dependencies=guarded)
         async def tei_rerank(body: RerankRequest):
             encoded = [service.encode(body.query, text, body.truncate, body.truncation_direction.lower(),
@@ -274,7 +277,7 @@ def create_app(service: Service, limits: Limits) -> FastAPI:
             logits = await run_forward(encoded)
             ranked = []
             for i, l in enumerate(logits):
-                entry = {"index": i, "score": float(scores(l, body.raw_scores)[0])}
+                entry = {"index": i, "score": float(l[0] if body.raw_scores else activation(l[None])[0, 0])}
                 if body.return_text:
                     entry["text"] = body.texts[i]
                 ranked.append(entry)
@@ -462,23 +465,9 @@ def _content_text(content) -> str:
 
 def _render_chat(tokenizer, messages: list[dict]) -> str:
     """The prompt text of a conversation, with the checkpoint's chat template and the assistant's turn opened."""
-    apply = getattr(tokenizer, "apply_chat_template", None)
-    if apply is not None:
-        try:
-            return apply(messages, tokenize=False, add_generation_prompt=True)
-        except ValueError as e:
-            raise ApiError(400, f"chat template: {e}", "messages") from None
-    template = tokenizer.config.get("chat_template")
-    if template is None and tokenizer.name_or_path:
-        path = os.path.join(tokenizer.name_or_path, "chat_template.jinja")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                template = f.read()
-    if not isinstance(template, str):
-        raise ApiError(400, "this model has no chat template (tokenizer_config.json 'chat_template'); use "
-                            "/v1/completions", "messages")
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(template).render(messages=messages, add_generation_prompt=True,
-                                            bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "")
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except ValueError as e:  # no chat template, or one that raises on these messages
+        raise ApiError(400, f"chat template: {e}", "messages") from None
+    except ImportError as e:  # jinja2 missing
+        raise ApiError(500, str(e)) from None

@@ -1,34 +1,33 @@
 """What the server serves: the checkpoint loaded for its kind, with its tokenizer and its batch function.
 
-A checkpoint is one of four kinds, read from its config.json (and its sentence-transformers files):
+A checkpoint is one of four kinds, read from its config.json:
 
 - "generate": a causal language model (`*ForCausalLM`, `*LMHeadModel`): /v1/completions, /v1/chat/completions;
 - "rerank": a sequence classifier with one label (a cross-encoder): /rerank and /predict;
 - "classify": a sequence classifier with several labels: /predict;
-- "embed": anything else this library loads as a base model (sentence-transformers folders, plain encoders):
-  /v1/embeddings and /embed, mean-pooled as sentence-transformers pools a plain folder.
+- "embed": anything else this library loads as a base model: /v1/embeddings and /embed.
+
+Embeddings are `SentenceTransformer`'s (a sentence-transformers folder runs its own modules and prompts; a plain
+encoder gets mean pooling) and scores `CrossEncoder`'s, from pretrained.sentence: the server only batches them.
 
 Tokenization runs on the event loop (it validates lengths before a request is accepted) with a private copy of
 the tokenizer backend; the worker thread decodes with another copy, so the two never share one.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-import torch
 import tokenizers
+import torch
 from torch import Tensor
 
 from .. import auto
 from ..tokenization import AutoTokenizer, Tokenizer
 
 logger = logging.getLogger(__name__)
-
-KINDS = ("embed", "rerank", "classify", "generate")
 
 
 class InputError(ValueError):
@@ -58,10 +57,11 @@ def kind_of(config) -> str:
 
 @dataclass
 class Encoded:
-    """One tokenized input: ids (and token types), and how many tokens truncation removed."""
+    """One tokenized input: ids, token types, and the length of the prompt in front of it (embeddings)."""
 
     ids: list[int]
     type_ids: Optional[list[int]] = None
+    prompt_length: int = 0
 
 
 @dataclass
@@ -70,16 +70,14 @@ class Service:
 
     name: str
     kind: str
-    model: torch.nn.Module
+    model: torch.nn.Module  # what runs: the causal LM, the classifier, or the SentenceTransformer
     tokenizer: Tokenizer
     config: object
     max_input_length: int
-    pooling: str = "mean"
-    normalize_default: bool = True
-    prompts: dict = field(default_factory=dict)
-    default_prompt_name: Optional[str] = None
+    sentence: object = None  # SentenceTransformer (embed) or CrossEncoder (rerank, classify)
     _encoder: tokenizers.Tokenizer = None  # the event loop's backend copy
     decoder: Tokenizer = None  # the worker's copy
+    _prompt_lengths: dict = field(default_factory=dict)
 
     # -- tokenization (event loop) ------------------------------------------------------------------------
     def encode(self, text, pair: Optional[str] = None, truncate: bool = False, direction: str = "right",
@@ -124,100 +122,89 @@ class Service:
             ids = ids[:self.max_input_length] if direction == "right" else ids[-self.max_input_length:]
         return Encoded(list(ids), [0] * len(ids))
 
-    def prompt_text(self, prompt_name: Optional[str]) -> str:
-        """The sentence-transformers prompt `prompt_name` names (config_sentence_transformers.json)."""
-        name = prompt_name if prompt_name is not None else self.default_prompt_name
+    def prompt(self, prompt_name: Optional[str]) -> tuple[str, int]:
+        """The sentence-transformers prompt `prompt_name` names (else the default one) and its token count."""
+        st = self.sentence
+        name = prompt_name if prompt_name is not None else getattr(st, "default_prompt_name", None)
         if name is None:
-            return ""
-        if name not in self.prompts:
-            known = ", ".join(sorted(self.prompts)) or "none"
+            return "", 0
+        prompts = getattr(st, "prompts", {})
+        if name not in prompts:
+            known = ", ".join(sorted(prompts)) or "none"
             raise InputError(f"prompt_name: {name!r} is not a prompt of this model (it has: {known})", 422,
                              "prompt_name")
-        return self.prompts[name]
+        text = prompts[name]
+        if text and text not in self._prompt_lengths:
+            self._prompt_lengths[text] = st._prompt_length(text)
+        return text, self._prompt_lengths.get(text, 0)
 
     # -- the model (worker thread) ------------------------------------------------------------------------
-    @torch.inference_mode()
     def forward_batch(self, items: list[Encoded]) -> list[Tensor]:
-        """One padded forward over `items`: the pooled embedding (C,) of each (embed), or its logits
-        (num_labels,) (rerank, classify), float32."""
-        B, T = len(items), max(len(it.ids) for it in items)
-        pad = self.tokenizer.pad_token_id or 0
-        input_ids = torch.full((B, T), pad, dtype=torch.long)
-        attention_mask = torch.zeros((B, T), dtype=torch.long)
-        token_type_ids = torch.zeros((B, T), dtype=torch.long)
-        for row, it in enumerate(items):
-            n = len(it.ids)
-            input_ids[row, :n] = torch.tensor(it.ids)
-            attention_mask[row, :n] = 1
-            if it.type_ids is not None:
-                token_type_ids[row, :n] = torch.tensor(it.type_ids)
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self.tokenizer.model_input_names:
-            inputs["token_type_ids"] = token_type_ids
-        device = next(self.model.parameters()).device
-        out = self.model(**{k: v.to(device) for k, v in inputs.items()})
+        """The embedding (D,) of each item (embed), or its logits (num_labels,) (rerank, classify), float32.
+        Items of similar lengths run together, so that padding stays under a quarter of a forward."""
+        order = sorted(range(len(items)), key=lambda i: (items[i].prompt_length, len(items[i].ids)))
+        results: list = [None] * len(items)
+        group: list[int] = []
+        real = 0  # tokens of the group
+        for i in order + [None]:
+            split = i is None
+            if group and i is not None:
+                n = len(items[i].ids)
+                padding = (len(group) + 1) * n - (real + n)
+                split = padding > max(0.25 * (real + n), 32) or \
+                    items[i].prompt_length != items[group[0]].prompt_length
+            if group and split:
+                for j, out in zip(group, self._forward([items[j] for j in group])):
+                    results[j] = out
+                group, real = [], 0
+            if i is not None:
+                group.append(i)
+                real += len(items[i].ids)
+        return results
+
+    @torch.inference_mode()
+    def _forward(self, items: list[Encoded]) -> list[Tensor]:
+        """One padded forward over `items`, through the SentenceTransformer's or CrossEncoder's Transformer
+        module (its padding side, pad id and model inputs)."""
+        st = self.sentence
+        transformer = st[0] if self.kind == "embed" else st.transformer
+        tokens = {"input_ids": [it.ids for it in items],
+                  "token_type_ids": [it.type_ids or [0] * len(it.ids) for it in items]}
+        features = transformer.collate(tokens, range(len(items)), st.device)
         if self.kind == "embed":
-            h = out.last_hidden_state  # (B, T, C)
-            if self.pooling == "cls":
-                vectors = h[:, 0]
-            else:
-                m = inputs["attention_mask"].to(device)[..., None].to(h.dtype)
-                vectors = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, C)
+            if items[0].prompt_length:
+                features["prompt_length"] = items[0].prompt_length
+            vectors = st(features)["sentence_embedding"]  # (B, D)
+            if st.truncate_dim is not None:
+                vectors = vectors[:, :st.truncate_dim]
         else:
-            vectors = out.logits  # (B, num_labels)
-        vectors = vectors.float().cpu()
-        return list(vectors.unbind(0))
-
-
-def _read_json(path: str) -> Optional[dict]:
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _sentence_settings(folder: str) -> dict:
-    """Pooling, normalisation, max length and prompts of a sentence-transformers folder (defaults for a plain
-    encoder: mean pooling, normalised, the model's positions)."""
-    settings = {"pooling": "mean", "normalize": True, "max_seq_length": None, "prompts": {}, "default_prompt": None}
-    modules = _read_json(os.path.join(folder, "modules.json"))
-    for module in modules or []:
-        kind = module.get("type", "").rsplit(".", 1)[-1]
-        if kind == "Pooling":
-            pooling = _read_json(os.path.join(folder, module.get("path", ""), "config.json")) or {}
-            if pooling.get("pooling_mode_cls_token"):
-                settings["pooling"] = "cls"
-            elif not pooling.get("pooling_mode_mean_tokens", True):
-                raise ValueError(f"{folder}: only mean and CLS pooling are served, the pooling config is {pooling}")
-    if modules is not None:
-        settings["normalize"] = any(m.get("type", "").endswith("Normalize") for m in modules)
-    bert_config = _read_json(os.path.join(folder, "sentence_bert_config.json")) or {}
-    settings["max_seq_length"] = bert_config.get("max_seq_length")
-    st_config = _read_json(os.path.join(folder, "config_sentence_transformers.json")) or {}
-    settings["prompts"] = st_config.get("prompts") or {}
-    settings["default_prompt"] = st_config.get("default_prompt_name")
-    return settings
+            inputs = {k: features[k] for k in transformer._model_inputs}
+            vectors = st.model(**inputs, return_dict=True).logits  # (B, num_labels)
+        return list(vectors.float().cpu().unbind(0))
 
 
 def load(model_name: str, max_input_length: Optional[int] = None) -> Service:
-    """Load `model_name` (a folder or Hub id) for serving: its kind, model, tokenizer and input limit."""
+    """Load `model_name` (a folder or Hub id) for serving: its kind, model, tokenizer and input limit.
+
+    Raises:
+        ValueError: a checkpoint this server cannot serve, or a --max-input-length above what the model takes.
+    """
     from ..hub import download
+    from ..sentence import CrossEncoder, SentenceTransformer
 
     folder = model_name if os.path.isdir(model_name) else download(model_name)
     config = auto.AutoConfig.from_pretrained(folder)
     kind = kind_of(config)
-    task = {"generate": auto.AutoModelForCausalLM, "rerank": auto.AutoModelForSequenceClassification,
-            "classify": auto.AutoModelForSequenceClassification, "embed": auto.AutoModel}[kind]
-    model = task.from_pretrained(folder, config=config).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    settings = _sentence_settings(folder) if kind == "embed" else {}
-    limit = getattr(config, "max_position_embeddings", None) or 512
+    sentence = None
     if kind == "generate":
-        limit -= 1  # room for at least one new token
-    if settings.get("max_seq_length"):
-        limit = min(limit, settings["max_seq_length"])
-    if tokenizer.model_max_length < limit:
-        limit = tokenizer.model_max_length
+        model = auto.AutoModelForCausalLM.from_pretrained(folder, config=config).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        limit = (getattr(config, "max_position_embeddings", None) or 2048) - 1  # room for one new token
+        limit = min(limit, tokenizer.model_max_length)
+    else:
+        sentence = SentenceTransformer(folder) if kind == "embed" else CrossEncoder(folder)
+        model = sentence if kind == "embed" else sentence.model
+        tokenizer, limit = sentence.tokenizer, sentence.max_seq_length
     if max_input_length is not None:
         if max_input_length > limit:
             raise ValueError(f"--max-input-length {max_input_length} is more than the {limit} tokens this model "
@@ -230,6 +217,4 @@ def load(model_name: str, max_input_length: Optional[int] = None) -> Service:
                         clean_up_tokenization_spaces=tokenizer.clean_up_tokenization_spaces,
                         name_or_path=tokenizer.name_or_path)
     return Service(name=model_name, kind=kind, model=model, tokenizer=tokenizer, config=config,
-                   max_input_length=int(limit), pooling=settings.get("pooling", "mean"),
-                   normalize_default=settings.get("normalize", True), prompts=settings.get("prompts", {}),
-                   default_prompt_name=settings.get("default_prompt"), _encoder=encoder, decoder=decoder)
+                   max_input_length=int(limit), sentence=sentence, _encoder=encoder, decoder=decoder)
