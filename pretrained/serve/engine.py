@@ -258,7 +258,9 @@ class GenerationWorker(Worker):
         seq.procs, seq.eos = self._settings(seq)
         P = len(seq.prompt)
         self.metrics.input_tokens.inc(P)
-        steps = _CausalSteps(self.service.model, None, P + seq.max_new_tokens)
+        # The prompt's cache holds just the prompt: the rows grow in the shared cache, which doubles as needed
+        # instead of reserving prompt + max_tokens for every row.
+        steps = _CausalSteps(self.service.model, None, P)
         ids = torch.tensor([seq.prompt], dtype=torch.long, device=self._device)
         start = time.perf_counter()
         logits = steps.prefill(ids)  # (1, V): exactly generate()'s first step for this prompt alone
@@ -280,6 +282,7 @@ class GenerationWorker(Worker):
             self._mask = torch.cat([self._mask, row_mask])
         else:
             self._cache, self._mask = cache, row_mask
+        self._cache.capacity = 0
         self._rows.append(seq)
 
     # -- one step of the running batch --------------------------------------------------------------------
