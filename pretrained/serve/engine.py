@@ -151,15 +151,20 @@ class ForwardWorker(Worker):
         self.metrics.batch_size.observe(len(batch))
         self.metrics.batch_tokens.observe(len(batch) * width)
         self.metrics.input_tokens.inc(sum(len(x.encoded.ids) for x in batch))
-        start = time.perf_counter()
+        done = set()
         try:
-            results = self.service.forward_batch([x.encoded for x in batch])
+            start = time.perf_counter()
+            for indices, outputs in self.service.forward_batch([x.encoded for x in batch]):
+                self.metrics.forward_seconds.observe(time.perf_counter() - start)
+                for i, result in zip(indices, outputs):
+                    batch[i].deliver(result)
+                    done.add(i)
+                start = time.perf_counter()
         except Exception as e:
             logger.exception("forward failed")
-            results = [e] * len(batch)
-        self.metrics.forward_seconds.observe(time.perf_counter() - start)
-        for x, result in zip(batch, results):
-            x.deliver(result)
+            for i, x in enumerate(batch):
+                if i not in done:
+                    x.deliver(e)
 
 
 # -- generation ----------------------------------------------------------------------------------------------

@@ -139,11 +139,11 @@ class Service:
         return text, self._prompt_lengths.get(text, 0)
 
     # -- the model (worker thread) ------------------------------------------------------------------------
-    def forward_batch(self, items: list[Encoded]) -> list[Tensor]:
-        """The embedding (D,) of each item (embed), or its logits (num_labels,) (rerank, classify), float32.
-        Items of similar lengths run together, so that padding stays under a quarter of a forward."""
+    def forward_batch(self, items: list[Encoded]):
+        """Yield (indices, outputs) as each group of `items` is computed: the embedding (D,) of each item
+        (embed), or its logits (num_labels,) (rerank, classify), float32. Items of similar lengths run together,
+        so that padding stays under a quarter of a forward; the shortest come first."""
         order = sorted(range(len(items)), key=lambda i: (items[i].prompt_length, len(items[i].ids)))
-        results: list = [None] * len(items)
         group: list[int] = []
         real = 0  # tokens of the group
         for i in order + [None]:
@@ -154,13 +154,11 @@ class Service:
                 split = padding > max(0.25 * (real + n), 32) or \
                     items[i].prompt_length != items[group[0]].prompt_length
             if group and split:
-                for j, out in zip(group, self._forward([items[j] for j in group])):
-                    results[j] = out
+                yield group, self._forward([items[j] for j in group])
                 group, real = [], 0
             if i is not None:
                 group.append(i)
                 real += len(items[i].ids)
-        return results
 
     @torch.inference_mode()
     def _forward(self, items: list[Encoded]) -> list[Tensor]:
