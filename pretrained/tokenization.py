@@ -80,7 +80,7 @@ GENERIC = Family("generic", "PreTrainedTokenizerFast", ("input_ids", "attention_
 FAMILY_BY_CLASS = {"BertTokenizer": BERT, "ElectraTokenizer": BERT, "DistilBertTokenizer": DISTILBERT,
                    "GPT2Tokenizer": GPT2, "RobertaTokenizer": ROBERTA, "BartTokenizer": ROBERTA}
 # config.json's `model_type` -> family, used when tokenizer_config.json names no class.
-FAMILY_BY_MODEL_TYPE = {"bert": BERT, "distilbert": BERT, "electra": BERT, "gpt2": GPT2, "gpt_neo": GPT2,
+FAMILY_BY_MODEL_TYPE = {"bert": BERT, "distilbert": DISTILBERT, "electra": BERT, "gpt2": GPT2, "gpt_neo": GPT2,
                         "opt": GPT2, "roberta": ROBERTA, "bart": ROBERTA}
 
 
