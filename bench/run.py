@@ -434,7 +434,7 @@ def bench_qwen2(reps: int, bandwidth: float, log) -> list[Row]:
         weights_gb = sum(p.numel() * p.element_size() for p in {id(p): p for p in theirs.parameters()}.values()) / 1e9
         rows += generation_rows(f"Qwen2.5-0.5B {dtype}", ours, theirs, why, [(1, 32)], 32, max(2, reps - 2),
                                 {1: 1.2}, log, seq2seq=False, weights_gb=weights_gb, bandwidth=bandwidth)
-        del ours, theirs, outs
+        ours = theirs = outs = run_ours = None  # free both models before the next dtype
     return rows
 
 
@@ -505,8 +505,21 @@ def write_results(path: str, rows: list[Row], info: dict, command: str, seconds:
             f"{'/'.join(f'{x:.2f}' for x in loads[1])}\n\n"
             f"{table(rows)}\n\n{METHOD}")
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    text += kept_sections(path)
     with open(path, "w") as f:
         f.write(text)
+
+
+def kept_sections(path: str) -> str:
+    """Sections other scripts wrote into the results file between their markers (bench/sentence.py's
+    `<!-- sentence-bench:begin -->` … `end -->`): carried over when this script rewrites the file."""
+    if not os.path.isfile(path):
+        return ""
+    old = open(path, encoding="utf-8").read()
+    begin, end = "<!-- sentence-bench:begin -->", "<!-- sentence-bench:end -->"
+    if begin in old and end in old:
+        return "\n\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
+    return ""
 
 
 def main(argv: Optional[list[str]] = None) -> None:

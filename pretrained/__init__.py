@@ -54,9 +54,11 @@ _LAZY = {
     "CamembertForTokenClassification": "models.roberta", "CamembertForQuestionAnswering": "models.roberta",
     "GenerationConfig": "generation", "GenerationMixin": "generation", "TextStreamer": "generation",
     "Tokenizer": "tokenization", "BatchEncoding": "tokenization",
+    "ChatTemplateError": "tokenization", "ChatSession": "chat",
     "KVCache": "layers",
     "HubError": "hub", "RepoNotFoundError": "hub", "RevisionNotFoundError": "hub", "GatedRepoError": "hub",
     "NotCachedError": "hub", "MissingFileError": "hub",
+    "SentenceTransformer": "sentence", "CrossEncoder": "sentence",
 }
 _ALIASES = {"PreTrainedConfig": "PretrainedConfig"}
 
