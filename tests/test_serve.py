@@ -136,12 +136,25 @@ def embed_server(minilm_dir):
 
 @pytest.fixture(scope="module")
 def tiny_embed_dir(minilm_dir, tmp_path_factory):
-    """A tiny seeded BertModel over MiniLM's vocabulary and tokenizer (24 positions): the load test measures the
-    server, not the CPU."""
+    """A tiny seeded BertModel over MiniLM's vocabulary and tokenizer (24 positions) as a sentence-transformers
+    folder: the load test measures the server, not the CPU."""
     root = tmp_path_factory.mktemp("tiny-embed")
     build_hf("BertModel", seed=4, vocab_size=30522).save_pretrained(root)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(os.path.join(minilm_dir, name), os.path.join(root, name))
+    # a sentence-transformers folder: mean pooling that leaves the prompt out, and two prompts
+    files = {"modules.json": [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                              {"idx": 1, "name": "1", "path": "1_Pooling",
+                               "type": "sentence_transformers.models.Pooling"}],
+             "1_Pooling/config.json": {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True,
+                                       "include_prompt": False},
+             "sentence_bert_config.json": {"max_seq_length": 24, "do_lower_case": False},
+             "config_sentence_transformers.json": {"prompts": {"query": "query: ",
+                                                               "passage": "a longer passage prompt: "}}}
+    for name, content in files.items():
+        os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
+        with open(os.path.join(root, name), "w") as f:
+            json.dump(content, f)
     return str(root)
 
 
@@ -286,6 +299,22 @@ def test_tei_embed(embed_server, minilm):
     r = httpx.post(url + "/embed", json={"inputs": TEXTS[1], "prompt_name": "query"})  # sentence-transformers'
     assert (torch.tensor(r.json()[0]) - minilm.encode(TEXTS[1], prompt_name="query", convert_to_tensor=True)
             ).abs().max() <= TOL
+
+
+def test_prompts_of_concurrent_requests(tiny_embed_server, tiny_embed_dir):
+    """Requests with different prompts batched together get the embeddings of their own prompt."""
+    model = SentenceTransformer(tiny_embed_dir, device="cpu")
+    jobs = [(t, name) for t in TEXTS[:4] for name in (None, "query", "passage")]
+
+    async def run():
+        async with httpx.AsyncClient(base_url=tiny_embed_server.url) as client:
+            return await asyncio.gather(*(client.post("/embed", json={"inputs": t, "prompt_name": name})
+                                          for t, name in jobs))
+
+    for (text, name), r in zip(jobs, asyncio.run(run())):
+        assert r.status_code == 200, r.text
+        want = model.encode(text, prompt_name=name, convert_to_tensor=True, normalize_embeddings=True)
+        assert (torch.tensor(r.json()[0]) - want).abs().max() <= TOL
 
 
 def test_malformed_bodies_get_422_naming_the_field(embed_server, gen_server):
