@@ -506,6 +506,32 @@ def test_32_concurrent_streams_equal_generate(gen_server, gpt2):
         float(re.search(r"^pretrained_batch_size_count (\S+)", metrics, re.M).group(1))  # shared steps
 
 
+def test_a_failing_model_step_fails_its_requests_only(gen_server, monkeypatch):
+    """A decoding step that raises ends the running requests with a 500 (an error event when streaming); the
+    server goes on answering."""
+    model = gen_server.service.model
+    forward = model.forward
+
+    def failing(input_ids=None, **kwargs):
+        if input_ids.shape[1] == 1 and kwargs.get("past_key_values") is not None:
+            raise RuntimeError("injected failure")
+        return forward(input_ids, **kwargs)
+
+    monkeypatch.setattr(model, "forward", failing)
+    r = httpx.post(gen_server.url + "/v1/completions", json={"prompt": "w1 w2", "max_tokens": 5, "temperature": 0})
+    assert r.status_code == 500 and "injected failure" in r.json()["error"]["message"]
+    with httpx.stream("POST", gen_server.url + "/v1/completions",
+                      json={"prompt": "w1 w2", "max_tokens": 5, "temperature": 0, "stream": True}) as r:
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert "injected failure" in json.loads(lines[-1][6:])["error"]["message"]
+    # one token needs no decoding step: the server still answers
+    r = httpx.post(gen_server.url + "/v1/completions", json={"prompt": "w1 w2", "max_tokens": 1, "temperature": 0})
+    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] in ("length", "stop")
+    monkeypatch.setattr(model, "forward", forward)
+    assert httpx.get(gen_server.url + "/info").status_code == 200
+    assert _metric(gen_server.url, "pretrained_requests_in_flight") == 0
+
+
 @pytest.fixture(scope="module")
 def mistral_dir(tmp_path_factory):
     """A tiny Mistral (rotary positions, grouped KV heads, a sliding window of 6) with the word tokenizer."""

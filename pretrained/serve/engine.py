@@ -221,7 +221,13 @@ class GenerationWorker(Worker):
         self._drop([i for i, s in enumerate(self._rows) if s.cancelled])
         self._admit()
         if self._rows:
-            self._decode_step()
+            try:
+                self._decode_step()
+            except Exception as e:  # the running rows fail; the server goes on with the next requests
+                logger.exception("decoding step failed")
+                for seq in self._rows:
+                    seq.emit("error", e)
+                self._rows, self._cache, self._mask = [], None, None
         self.metrics.running.set(len(self._rows))
 
     # -- joining: prefill alone, then take a row of the shared cache --------------------------------------
