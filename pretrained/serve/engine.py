@@ -147,15 +147,14 @@ class ForwardWorker(Worker):
         batch = self._take()
         if not batch:
             return
-        width = max(len(x.encoded.ids) for x in batch)
-        self.metrics.batch_size.observe(len(batch))
-        self.metrics.batch_tokens.observe(len(batch) * width)
         self.metrics.input_tokens.inc(sum(len(x.encoded.ids) for x in batch))
         done = set()
         try:
             start = time.perf_counter()
             for indices, outputs in self.service.forward_batch([x.encoded for x in batch]):
                 self.metrics.forward_seconds.observe(time.perf_counter() - start)
+                self.metrics.batch_size.observe(len(indices))
+                self.metrics.batch_tokens.observe(len(indices) * max(len(batch[i].encoded.ids) for i in indices))
                 for i, result in zip(indices, outputs):
                     batch[i].deliver(result)
                     done.add(i)
