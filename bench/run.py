@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py            # the full run (about 7 minutes on 2 cores), writes bench/RESULTS.md
     .venv/bin/python bench/run.py --quick    # 2 repetitions instead of 5: a smoke test
-    .venv/bin/python bench/run.py --only load,bert    # some sections (import, load, bert, gpt2, bart)
+    .venv/bin/python bench/run.py --only load,bert    # some sections (import, load, bert, gpt2, bart, qwen2)
 A quick or partial run writes its table to bench/.work/RESULTS-partial.md, so RESULTS.md always holds a full run.
 
 Import and from_pretrained figures run in fresh processes (bench/child.py), the two libraries alternating
@@ -36,7 +36,7 @@ sys.path.insert(0, HERE)
 import checkpoints  # noqa: E402
 
 CHILD = os.path.join(HERE, "child.py")
-SECTIONS = ("import", "load", "bert", "gpt2", "bart")
+SECTIONS = ("import", "load", "bert", "gpt2", "bart", "qwen2")
 
 
 # -- figures and the table -----------------------------------------------------------------------------------
@@ -138,7 +138,8 @@ def has(module: str) -> bool:
 
 
 PRETRAINED_ARCH = {"bert": "pretrained.models.bert", "minilm": "pretrained.models.bert",
-                   "gpt2": "pretrained.models.gpt2", "bart": "pretrained.models.bart"}
+                   "gpt2": "pretrained.models.gpt2", "bart": "pretrained.models.bart",
+                   "qwen2": "pretrained.models.qwen2"}
 NOT_IMPLEMENTED = "not implemented"
 
 
@@ -179,6 +180,8 @@ def bench_load(reps: int, log) -> list[Row]:
     rows = []
     torch_rss = values(alternate(max(2, reps // 2), {"t": lambda: child("torch")})["t"], "peak_rss_mb")
     for ckpt in checkpoints.CHECKPOINTS:
+        if ckpt.kind == "qwen2":
+            continue  # measured in the qwen2 section
         warm_page_cache(ckpt)
         files = ckpt.weight_files()
         size_mb = sum(os.path.getsize(p) for p in files) / 2**20
@@ -385,6 +388,56 @@ def bench_bart(reps: int, bandwidth: float, log) -> list[Row]:
     return rows
 
 
+QWEN2 = ("qwen2.5-0.5b", "qwen2.5-0.5b-bf16")
+
+
+def bench_qwen2_load(reps: int, log) -> list[Row]:
+    """from_pretrained time and peak RSS of the Qwen2.5-0.5B-shaped checkpoints, fresh processes alternating."""
+    rows = []
+    for ckpt in (checkpoints.BY_NAME[name] for name in QWEN2):
+        warm_page_cache(ckpt)
+        size_mb = sum(os.path.getsize(p) for p in ckpt.weight_files()) / 2**20
+        log(f"from_pretrained {ckpt.name} (fresh processes) ...")
+        res = alternate(max(2, reps - 2), {"ours": lambda: child("load", "pretrained", ckpt.folder),
+                                           "theirs": lambda: child("load", "transformers", ckpt.folder)})
+        rows.append(Row(f"from_pretrained {ckpt.name} [{ckpt.layout}]", "ms", values(res["ours"], "seconds", 1e3),
+                        values(res["theirs"], "seconds", 1e3), floor_text=f"file {size_mb:.0f} MB",
+                        target=Target("≤ 0.5× transformers", lambda o, t, f: o <= 0.5 * t),
+                        ours_na=na(res["ours"]), theirs_na=na(res["theirs"])))
+        rows.append(Row(f"peak RSS, from_pretrained {ckpt.name}", "MB", values(res["ours"], "peak_rss_mb"),
+                        values(res["theirs"], "peak_rss_mb"), target=Target("≤ transformers", lambda o, t, f: o <= t),
+                        ours_na=na(res["ours"]), theirs_na=na(res["theirs"])))
+    return rows
+
+
+def bench_qwen2(reps: int, bandwidth: float, log) -> list[Row]:
+    """Qwen2.5-0.5B shape, float32 and bfloat16: prefill of a 512-token prompt (the last position's logits, as
+    generation computes them) and greedy decoding at batch 1."""
+    import torch
+    rows = []
+    for ckpt in (checkpoints.BY_NAME[name] for name in QWEN2):
+        ours, theirs, why = load_pair("qwen2", ckpt.folder, "AutoModelForCausalLM")
+        dtype = str(theirs.dtype).removeprefix("torch.")
+        ids = torch.randint(3, theirs.config.vocab_size, (1, 512), generator=torch.Generator().manual_seed(0))
+        n = max(2, reps - 2)
+        log(f"Qwen2.5-0.5B {dtype} prefill 1×512, {n} repetitions ...")
+        with torch.inference_mode():
+            run_ours = (lambda: ours(ids, use_cache=True, logits_to_keep=1).logits) if ours is not None else None
+            t_ours, t_theirs, outs = alternate_timed(
+                n, 1, run_ours, lambda: theirs(ids, use_cache=True, logits_to_keep=1).logits)
+        note = f"{dtype}, last-position logits"
+        if "ours" in outs:
+            note += f", max abs diff {max_diff(outs['ours'].float(), outs['theirs'].float()):.1e}"
+        rows.append(Row(f"Qwen2.5-0.5B prefill 1×512 ({dtype})", "ms", [t * 1e3 for t in t_ours] if t_ours else None,
+                        [t * 1e3 for t in t_theirs], ours_na=why, note=note,
+                        target=Target("≥ 1.1× faster", lambda o, t, f: o * 1.1 <= t)))
+        weights_gb = sum(p.numel() * p.element_size() for p in {id(p): p for p in theirs.parameters()}.values()) / 1e9
+        rows += generation_rows(f"Qwen2.5-0.5B {dtype}", ours, theirs, why, [(1, 32)], 32, max(2, reps - 2),
+                                {1: 1.2}, log, seq2seq=False, weights_gb=weights_gb, bandwidth=bandwidth)
+        ours = theirs = outs = run_ours = None  # free both models before the next dtype
+    return rows
+
+
 # -- the report ---------------------------------------------------------------------------------------------
 def machine() -> dict:
     cpu = "unknown"
@@ -413,7 +466,10 @@ METHOD = """\
 How it is measured:
 - Checkpoints: built by transformers with seeded random weights in `bench/.work/` (bert-base-cased shape:
   BertConfig() with vocab 28996, as safetensors, as a `.bin` state dict and sharded at 200MB; gpt2: GPT2Config();
-  bart-base: 6+6 layers, d_model 768, vocab 50265), plus the real all-MiniLM-L6-v2.
+  bart-base: 6+6 layers, d_model 768, vocab 50265; qwen2.5-0.5b: Qwen2ForCausalLM with Qwen/Qwen2.5-0.5B's
+  config, in float32 and in bfloat16), plus the real all-MiniLM-L6-v2. Qwen2 prefill is one forward over a
+  512-token prompt computing the last position's logits (`logits_to_keep=1`, as generation does); its decoding
+  figure is greedy at batch 1 from a 32-token prompt.
 - Fresh-process figures (imports, from_pretrained, first use) run `bench/child.py` once per repetition, the two
   libraries alternating ABBA; OMP/MKL threads = 2. Import times exclude interpreter start-up. from_pretrained is
   timed after torch and the library are imported; peak RSS is the child's VmHWM (interpreter, torch and
@@ -449,8 +505,21 @@ def write_results(path: str, rows: list[Row], info: dict, command: str, seconds:
             f"{'/'.join(f'{x:.2f}' for x in loads[1])}\n\n"
             f"{table(rows)}\n\n{METHOD}")
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    text += kept_sections(path)
     with open(path, "w") as f:
         f.write(text)
+
+
+def kept_sections(path: str) -> str:
+    """Sections other scripts wrote into the results file between their markers (bench/sentence.py's
+    `<!-- sentence-bench:begin -->` … `end -->`): carried over when this script rewrites the file."""
+    if not os.path.isfile(path):
+        return ""
+    old = open(path, encoding="utf-8").read()
+    begin, end = "<!-- sentence-bench:begin -->", "<!-- sentence-bench:end -->"
+    if begin in old and end in old:
+        return "\n\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
+    return ""
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -490,6 +559,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         rows += bench_import(reps, log)
     if "load" in only:
         rows += bench_load(reps, log)
+    if "qwen2" in only:
+        rows += bench_qwen2_load(reps, log)
     # Compute figures twice: pretrained's default (F.linear, bit for bit transformers' numbers), then with the
     # opt-in oneDNN linear path (PRETRAINED_FAST_LINEAR=1), whose outputs move by ~1e-5.
     from pretrained import layers
@@ -502,6 +573,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             compute += bench_gpt2(reps, bandwidth, log)
         if "bart" in only:
             compute += bench_bart(reps, bandwidth, log)
+        if "qwen2" in only:
+            compute += bench_qwen2(reps, bandwidth, log)
         for row in compute:
             row.figure += " — fast linear, opt-in" if fast else " — default"
         rows += compute

@@ -1,32 +1,78 @@
 """Auto classes: read `model_type` from config.json and pick the architecture's class.
 
-The registry is a table of strings, so nothing is imported until a model type is used.
+The registry is a table of strings, so nothing is imported until a model type is used. A config needs no
+torch: `CONFIGS["bert"] = ("bert", "BertConfig")` means the config class lives in the torch-free
+`pretrained/models/bert_config.py` (importing only `..configuration`) and the models in `models/bert.py`,
+which re-exports the config. A new family follows the same pattern: add `<family>_config.py`, `<family>.py`,
+one line here and the class names in TASKS.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from typing import Any
 
 from .configuration import PretrainedConfig, read_config_dict
 from .hub import Source, pop_hub_options
 
-# model_type -> (module under pretrained.models, config class)
+# model_type -> (family module under pretrained.models, config class in `<family>_config.py`)
 CONFIGS: dict[str, tuple[str, str]] = {
     "bert": ("bert", "BertConfig"),
     "gpt2": ("gpt2", "GPT2Config"),
     "bart": ("bart", "BartConfig"),
+    "llama": ("llama", "LlamaConfig"),
+    "mistral": ("mistral", "MistralConfig"),
+    "qwen2": ("qwen2", "Qwen2Config"),
+    "qwen3": ("qwen3", "Qwen3Config"),
+    "distilbert": ("distilbert", "DistilBertConfig"),
+    "mpnet": ("mpnet", "MPNetConfig"),
+    "modernbert": ("modernbert", "ModernBertConfig"),
+    "roberta": ("roberta", "RobertaConfig"),
+    "xlm-roberta": ("roberta", "XLMRobertaConfig"),
+    "camembert": ("roberta", "CamembertConfig"),
 }
 # task -> model_type -> class name in that module
 TASKS: dict[str, dict[str, str]] = {
-    "AutoModel": {"bert": "BertModel", "gpt2": "GPT2Model", "bart": "BartModel"},
+    "AutoModel": {"bert": "BertModel", "gpt2": "GPT2Model", "bart": "BartModel", "llama": "LlamaModel",
+                  "mistral": "MistralModel", "qwen2": "Qwen2Model", "qwen3": "Qwen3Model",
+                  "distilbert": "DistilBertModel", "mpnet": "MPNetModel", "modernbert": "ModernBertModel",
+                  "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel", "camembert": "CamembertModel"},
     "AutoModelForSequenceClassification": {"bert": "BertForSequenceClassification",
                                            "gpt2": "GPT2ForSequenceClassification",
-                                           "bart": "BartForSequenceClassification"},
-    "AutoModelForMaskedLM": {"bert": "BertForMaskedLM"},
-    "AutoModelForTokenClassification": {"bert": "BertForTokenClassification"},
-    "AutoModelForQuestionAnswering": {"bert": "BertForQuestionAnswering"},
-    "AutoModelForCausalLM": {"gpt2": "GPT2LMHeadModel"},
+                                           "bart": "BartForSequenceClassification",
+                                           "llama": "LlamaForSequenceClassification",
+                                           "mistral": "MistralForSequenceClassification",
+                                           "qwen2": "Qwen2ForSequenceClassification",
+                                           "qwen3": "Qwen3ForSequenceClassification",
+                                           "distilbert": "DistilBertForSequenceClassification",
+                                           "mpnet": "MPNetForSequenceClassification",
+                                           "modernbert": "ModernBertForSequenceClassification",
+                                           "roberta": "RobertaForSequenceClassification",
+                                           "xlm-roberta": "XLMRobertaForSequenceClassification",
+                                           "camembert": "CamembertForSequenceClassification"},
+    "AutoModelForMaskedLM": {"bert": "BertForMaskedLM",
+                             "distilbert": "DistilBertForMaskedLM", "mpnet": "MPNetForMaskedLM",
+                             "modernbert": "ModernBertForMaskedLM",
+                             "roberta": "RobertaForMaskedLM",
+                             "xlm-roberta": "XLMRobertaForMaskedLM",
+                             "camembert": "CamembertForMaskedLM"},
+    "AutoModelForTokenClassification": {"bert": "BertForTokenClassification",
+                                        "distilbert": "DistilBertForTokenClassification",
+                                        "mpnet": "MPNetForTokenClassification",
+                                        "modernbert": "ModernBertForTokenClassification",
+                                        "roberta": "RobertaForTokenClassification",
+                                        "xlm-roberta": "XLMRobertaForTokenClassification",
+                                        "camembert": "CamembertForTokenClassification"},
+    "AutoModelForQuestionAnswering": {"bert": "BertForQuestionAnswering",
+                                      "distilbert": "DistilBertForQuestionAnswering",
+                                      "mpnet": "MPNetForQuestionAnswering",
+                                      "modernbert": "ModernBertForQuestionAnswering",
+                                      "roberta": "RobertaForQuestionAnswering",
+                                      "xlm-roberta": "XLMRobertaForQuestionAnswering",
+                                      "camembert": "CamembertForQuestionAnswering"},
+    "AutoModelForCausalLM": {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+                             "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"},
     "AutoModelForSeq2SeqLM": {"bart": "BartForConditionalGeneration"},
 }
 
@@ -37,9 +83,20 @@ def _module(model_type: str):
     return importlib.import_module(f"pretrained.models.{CONFIGS[model_type][0]}")
 
 
+def _config_module(model_type: str):
+    """`pretrained.models.<family>_config` (torch-free); a family without one keeps its config in `<family>.py`."""
+    if model_type not in CONFIGS:
+        raise ValueError(f"unknown model_type {model_type!r}; pretrained supports: {', '.join(sorted(CONFIGS))}")
+    name = f"pretrained.models.{CONFIGS[model_type][0]}_config"
+    if importlib.util.find_spec(name) is None:
+        return _module(model_type)
+    return importlib.import_module(name)
+
+
 def config_class(model_type: str) -> type[PretrainedConfig]:
-    """The config class registered for `model_type`; an unknown type raises ValueError listing the known ones."""
-    return getattr(_module(model_type), CONFIGS[model_type][1])
+    """The config class registered for `model_type`; an unknown type raises ValueError listing the known ones.
+    Imports only the family's config module, so no torch."""
+    return getattr(_config_module(model_type), CONFIGS[model_type][1])
 
 
 def model_class(task: str, model_type: str):

@@ -14,7 +14,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
+import re
 from typing import Any, ClassVar
 
 from .hub import Source, pop_hub_options
@@ -42,6 +44,19 @@ PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_class
 # "sdpa" (the default): torch's scaled_dot_product_attention; "eager": the explicit softmax(q kᵀ) v, as
 # transformers' eager attention computes it (also used whenever attention weights are returned).
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+# Documented sanity limits, checked before a model is built: a config beyond them is refused with ConfigError
+# instead of hanging or exhausting memory. They are far above any published checkpoint (the deepest have ~10^2
+# layers, the widest vocabularies ~10^6 entries).
+MAX_LAYERS = 1_000           # any *_layers / n_layer field
+MAX_LABELS = 1_000_000       # num_labels, len(id2label)
+MAX_DIMENSION = 10_000_000   # vocab, hidden, intermediate, heads, positions
+# Which declared int fields are layer counts and which are sizes (both must be >= 1); float fields that are
+# probabilities (in [0, 1]) and epsilons (> 0). Other families' field names follow these patterns.
+_LAYER_FIELD = re.compile(r"(^|_)(layers|n_layer)$")
+_DIMENSION_FIELD = re.compile(r"(vocab_size|hidden_size|^n_embd$|^d_model$|heads$|^n_head$|intermediate_size|"
+                              r"^n_inner$|ffn_dim$|max_position_embeddings|^n_positions$)")
+_PROBABILITY_FIELD = re.compile(r"(dropout|pdrop|dropout_prob|layerdrop)$")
+_EPSILON_FIELD = re.compile(r"(_eps|_epsilon)$")
 # Keys that describe where a config came from, never written to config.json.
 _NOT_SAVED = {"_name_or_path", "name_or_path", "num_labels", "_attn_implementation"}
 
@@ -87,7 +102,18 @@ class PretrainedConfig:
             self.num_labels = num_labels
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise ConfigError(f"problem_type={self.problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}")
+        self.validate()
 
+    def validate(self) -> None:
+        """Check every declared field against its annotated type and the sanity limits above.
+
+        Raises:
+            ConfigError: naming the key and the value, e.g. `hidden_size='768' is not an integer`.
+        """
+        for name, annotation in self.field_types().items():
+            _check_field(name, getattr(self, name), annotation)
+        if self.id2label is not None and len(self.id2label) > MAX_LABELS:
+            raise ConfigError(f"id2label has {len(self.id2label)} labels, more than the limit of {MAX_LABELS}")
     # -- fields -----------------------------------------------------------------------------------------
     @classmethod
     def field_defaults(cls) -> dict[str, Any]:
@@ -99,6 +125,22 @@ class PretrainedConfig:
             for name in klass.__dict__.get("__annotations__", {}):
                 fields[name] = klass.__dict__.get(name)
         return fields
+
+    @classmethod
+    def known_keys(cls) -> set[str]:
+        """Every name a keyword argument may use to set a field of this class (fields, aliases, base keys)."""
+        return set(BASE_DEFAULTS) | set(cls.field_defaults()) | set(cls.attribute_map) | {
+            "num_labels", "torch_dtype", "attn_implementation"}
+
+    @classmethod
+    def field_types(cls) -> dict[str, str]:
+        """The declared fields with their annotations, as written in the class ("int", "Optional[float]", …)."""
+        types: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            if isinstance(klass, type) and issubclass(klass, PretrainedConfig) and klass is not PretrainedConfig:
+                types.update({k: str(v) for k, v in klass.__dict__.get("__annotations__", {}).items()
+                              if not str(v).startswith("ClassVar")})
+        return types
 
     def __getattr__(self, name):  # only called when normal lookup fails: resolve aliases
         alias = type(self).attribute_map.get(name)
@@ -133,6 +175,8 @@ class PretrainedConfig:
     def num_labels(self, n: int) -> None:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ConfigError(f"num_labels must be a positive integer, got {n!r}")
+        if n > MAX_LABELS:  # checked before a dict of n labels is made
+            raise ConfigError(f"num_labels={n} is more than the limit of {MAX_LABELS} labels")
         if self.id2label is None or len(self.id2label) != n:  # the same number keeps the label names
             self.id2label = {i: f"LABEL_{i}" for i in range(n)}
             self.label2id = {label: i for i, label in self.id2label.items()}
@@ -220,8 +264,7 @@ class PretrainedConfig:
             logger.warning("%s has model_type '%s' but is loaded as %s (model_type '%s'); "
                            "results may be wrong", path, file_type, cls.__name__, cls.model_type)
         config_dict["_name_or_path"] = where
-        known = set(BASE_DEFAULTS) | set(cls.field_defaults()) | set(cls.attribute_map) | {
-            "num_labels", "torch_dtype", "attn_implementation"}
+        known = cls.known_keys()
         unused = {k: v for k, v in kwargs.items() if k not in known and k not in config_dict}
         overrides = {k: v for k, v in kwargs.items() if k not in unused}
         try:
@@ -231,6 +274,42 @@ class PretrainedConfig:
         return (config, unused) if return_unused else config
 
 
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _check_field(name: str, value: Any, annotation: str) -> None:
+    """Raise ConfigError when `value` does not fit the field's annotation or its range (see the limits above)."""
+    optional = annotation.startswith("Optional[") or annotation.endswith("| None")
+    base = annotation.removeprefix("Optional[").removesuffix("]").removesuffix("| None").strip()
+    if value is None:
+        if optional or base not in _TYPE_NAMES:
+            return
+        raise ConfigError(f"{name} must be {_TYPE_NAMES[base]}, got null")
+    if name.endswith("_token_id") and isinstance(value, list):  # several ids (e.g. eos) are allowed
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{name}={value!r} must be a token id or a list of token ids")
+        return
+    ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "bool": lambda v: isinstance(v, bool) or (isinstance(v, int) and v in (0, 1)),
+          "str": lambda v: isinstance(v, str)}.get(base)
+    if ok is None:
+        return
+    if not ok(value):
+        raise ConfigError(f"{name}={value!r} is not {_TYPE_NAMES[base]} (it is {type(value).__name__}); "
+                          f"{name} is declared {annotation}")
+    if base == "float" and not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} must be a finite number")
+    if base == "float" and _PROBABILITY_FIELD.search(name) and not 0 <= value <= 1:
+        raise ConfigError(f"{name}={value!r} is a probability and must be between 0 and 1")
+    if base == "float" and _EPSILON_FIELD.search(name) and not value > 0:
+        raise ConfigError(f"{name}={value!r} must be a small positive number")
+    if base == "int" and _LAYER_FIELD.search(name) and not 1 <= value <= MAX_LAYERS:
+        raise ConfigError(f"{name}={value!r} must be a number of layers between 1 and {MAX_LAYERS}")
+    if base == "int" and _DIMENSION_FIELD.search(name) and not 1 <= value <= MAX_DIMENSION:
+        raise ConfigError(f"{name}={value!r} must be a size between 1 and {MAX_DIMENSION}")
+
+
 def read_config_dict(path: str | os.PathLike) -> dict[str, Any]:
     """Parse a config.json file; a file that is not a JSON object raises ConfigError naming it."""
     try:
@@ -238,6 +317,9 @@ def read_config_dict(path: str | os.PathLike) -> dict[str, Any]:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply to be a config (a JSON array or object inside thousands "
+                          f"of others)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object, found {type(data).__name__}")
     return data
@@ -264,3 +346,33 @@ def _dtype_name(dtype) -> str | None:
     if name not in ("float32", "float16", "bfloat16", "float64", "float", "half", "double"):
         raise ConfigError(f"dtype={dtype!r} is not a floating-point dtype (float32, float16, bfloat16, float64)")
     return {"float": "float32", "half": "float16", "double": "float64"}.get(name, name)
+
+
+# -- rotary position embeddings: the config side (torch-free) ---------------------------------------------------
+# transformers v4 wrote `rope_theta` beside an optional `rope_scaling` dict; v5 writes one `rope_parameters` dict
+# holding both. Configs with rotary embeddings read either and keep v5's form, as transformers 5 does.
+ROPE_LEGACY_KEYS = ("rope_scaling", "rope_theta", "partial_rotary_factor")
+
+
+def pop_legacy_rope_keys(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take the v4 rope keys out of a config's keyword arguments (before the config sets them as attributes)."""
+    return {key: kwargs.pop(key) for key in ROPE_LEGACY_KEYS if key in kwargs}
+
+
+def standard_rope_parameters(rope_parameters: dict | None, legacy: dict[str, Any], max_position_embeddings: int,
+                             default_theta: float = 10000.0) -> dict[str, Any]:
+    """The v5 `rope_parameters` dict, from v5 `rope_parameters` and/or the v4 keys popped by
+    `pop_legacy_rope_keys`, filled in as transformers 5's `convert_rope_params_to_dict` and
+    `standardize_rope_params` do: `rope_type` (from v4's "type", default "default"), `rope_theta`, and for the
+    llama3 / yarn / longrope types `original_max_position_embeddings` (default max_position_embeddings)."""
+    params = legacy.get("rope_scaling") or rope_parameters
+    params = copy.deepcopy(params) if params is not None else {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"rope_parameters must be a JSON object, got {params!r}")
+    params.setdefault("rope_theta", legacy.get("rope_theta", default_theta))
+    if legacy.get("partial_rotary_factor") is not None:
+        params.setdefault("partial_rotary_factor", legacy["partial_rotary_factor"])
+    params.setdefault("rope_type", params.get("type", "default"))
+    if params["rope_type"] in ("llama3", "yarn", "longrope"):
+        params.setdefault("original_max_position_embeddings", max_position_embeddings)
+    return params

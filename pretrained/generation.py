@@ -35,12 +35,15 @@ from torch import Tensor
 from .atomic import atomic_write
 from .configuration import ConfigError, read_config_dict
 from .hub import Source, pop_hub_options
-from .layers import KVCache, check_input_ids
+from .layers import KVCache, as_ids_tensor, check_input_ids
 from .outputs import BaseModelOutput, ModelOutput
 
 logger = logging.getLogger(__name__)
 
 GENERATION_CONFIG_NAME = "generation_config.json"
+# A documented sanity limit: num_beams and num_return_sequences above it are refused (each is a row of the batch
+# and of its KV cache; 10^9 asked for 40 GB before anything ran).
+MAX_SEQUENCES_PER_PROMPT = 1024
 
 # Every field of transformers' GenerationConfig. All are None until set, as in transformers 5, so that a
 # file or a call can say "not set" and the next level of defaults applies.
@@ -143,6 +146,11 @@ class GenerationConfig:
         """Raise ValueError for values transformers refuses at construction time (see the class docstring)."""
         if self.early_stopping not in (None, True, False, "never"):
             raise ValueError(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
+        for name in ("num_beams", "num_return_sequences"):  # each costs a row of the batch (and its cache)
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or not 1 <= value <= MAX_SEQUENCES_PER_PROMPT):
+                raise ValueError(f"{name} must be a positive integer of at most {MAX_SEQUENCES_PER_PROMPT}, "
+                                 f"got {value!r}")
         if self.max_new_tokens is not None and (not _is_int(self.max_new_tokens) or self.max_new_tokens <= 0):
             raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
         if self.num_return_sequences is not None and self.num_return_sequences > 1:
@@ -201,7 +209,12 @@ class GenerationConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "GenerationConfig":
-        return cls.from_dict(_read_json(path))
+        """A config from a generation_config.json; a value it refuses raises ConfigError naming the file."""
+        data = _read_json(path)
+        try:
+            return cls.from_dict(data)
+        except ValueError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
     @classmethod
     def from_model_config(cls, model_config) -> "GenerationConfig":
@@ -236,7 +249,12 @@ class GenerationConfig:
         """
         options = pop_hub_options(kwargs)
         source = name_or_path if isinstance(name_or_path, Source) else Source(name_or_path, **options)
-        return cls.from_dict(_read_json(source.require(config_file_name or GENERATION_CONFIG_NAME)), **kwargs)
+        path = source.require(config_file_name or GENERATION_CONFIG_NAME)
+        data = _read_json(path)
+        try:
+            return cls.from_dict(data, **kwargs)
+        except ValueError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
     def save_pretrained(self, save_directory: str | os.PathLike, config_file_name: Optional[str] = None) -> None:
         """Write generation_config.json into `save_directory` (created if needed), atomically."""
@@ -648,6 +666,11 @@ class GenerationMixin:
     its `_load_extra` / `_save_extra` hooks then read and write generation_config.json.
     """
 
+    # A learned position table (GPT-2, BART) has no row past max_position_embeddings: longer prompts and lengths
+    # are refused. Rotary models set this False: as in transformers, they may run past it (only the default
+    # length of 20 new tokens is capped there).
+    positions_bounded: bool = True
+
     @property
     def generation_config(self) -> GenerationConfig:
         """The model's default decoding settings: its generation_config.json, or those of its config."""
@@ -741,6 +764,7 @@ class GenerationMixin:
         is_seq2seq = bool(getattr(self.config, "is_encoder_decoder", False))
         vocab_size = self.config.vocab_size
         max_positions = getattr(self.config, "max_position_embeddings", None)
+        limit = max_positions if self.positions_bounded else None  # for the errors below
         check_settings(cfg, vocab_size)
         if streamer is not None and cfg.num_beams > 1:
             raise ValueError("a streamer cannot be used with beam search: set num_beams=1")
@@ -751,14 +775,14 @@ class GenerationMixin:
 
         input_ids, attention_mask = self._prompt(input_ids, attention_mask, cfg, pad, eos, vocab_size, is_seq2seq)
         B, T = input_ids.shape
-        if max_positions is not None and T > max_positions:
+        if limit is not None and T > limit:
             raise ValueError(f"the prompt has {T} tokens, more than the model's {max_positions} positions "
                              f"(max_position_embeddings); shorten or truncate it")
 
         # lengths first, so that bad settings fail before any compute
         max_length = resolve_lengths(cfg, 1 if is_seq2seq else T, default_max_length, max_positions)
         if is_seq2seq:
-            if max_positions is not None and max_length > max_positions:
+            if limit is not None and max_length > limit:
                 raise ValueError(f"max_length={max_length} decoder tokens is more than the model's {max_positions} "
                                  f"positions (max_position_embeddings); lower max_new_tokens")
             start = cfg.decoder_start_token_id if cfg.decoder_start_token_id is not None else cfg.bos_token_id
@@ -767,7 +791,7 @@ class GenerationMixin:
                                  "encoder-decoder model")
         else:
             longest = T if attention_mask is None else int(attention_mask.sum(dim=1).max())
-            if max_positions is not None and longest + max_length - T > max_positions:
+            if limit is not None and longest + max_length - T > limit:
                 raise ValueError(
                     f"a prompt of {longest} tokens plus {max_length - T} new tokens needs {longest + max_length - T} "
                     f"positions, but the model has {max_positions} (max_position_embeddings); lower max_new_tokens")
@@ -819,8 +843,9 @@ class GenerationMixin:
             if cfg.bos_token_id is None:
                 raise ValueError("input_ids is None and bos_token_id is not set: give a prompt")
             input_ids = torch.full((1, 1), cfg.bos_token_id, dtype=torch.long, device=device)
-        if not isinstance(input_ids, Tensor):
-            raise TypeError(f"input_ids must be a tensor of token ids, got {type(input_ids).__name__}")
+        input_ids = as_ids_tensor(input_ids).to(device)
+        if attention_mask is not None:
+            attention_mask = as_ids_tensor(attention_mask, "attention_mask").to(device)
         if input_ids.dim() == 1:
             input_ids = input_ids[None]
             if attention_mask is not None and attention_mask.dim() == 1:
@@ -984,9 +1009,37 @@ class TextStreamer:
         out.flush()
 
 
+def cli_options(args) -> dict:
+    """generate() keyword arguments from the decoding flags of `pretrained run` / `pretrained chat` (unset
+    flags left out, so that generation_config.json's values apply)."""
+    options = {
+        "max_new_tokens": getattr(args, "max_new_tokens", None),
+        "do_sample": True if getattr(args, "do_sample", False) else None,
+        "temperature": getattr(args, "temperature", None),
+        "top_k": getattr(args, "top_k", None),
+        "top_p": getattr(args, "top_p", None),
+        "num_beams": getattr(args, "num_beams", None),
+        "repetition_penalty": getattr(args, "repetition_penalty", None),
+        "no_repeat_ngram_size": getattr(args, "no_repeat_ngram_size", None),
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def end_of_turn_ids(eos_token_id, tokenizer) -> list[int]:
+    """Where a chat reply ends: the model's eos ids (one or several) and the tokenizer's eos token, which chat
+    templates write to close a turn (<|im_end|>, <|eot_id|>, </s>)."""
+    ids = [] if eos_token_id is None else list(_as_list(eos_token_id))
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
 def cli_generate(model_name: str, config, texts: list[str], args) -> None:
     """`pretrained run MODEL "prompt"` for GPT-2 and BART checkpoints: generate from each prompt and print it,
-    streaming the tokens of causal models as they come."""
+    streaming the tokens of causal models as they come.
+
+    When the tokenizer has a chat template (and `args.raw` is not set), each prompt is sent as a user message
+    through it, and the model's reply is printed, ending at the model's or the tokenizer's eos token."""
     from . import auto
     from .tokenization import AutoTokenizer
 
@@ -998,32 +1051,30 @@ def cli_generate(model_name: str, config, texts: list[str], args) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_name)
     if getattr(args, "seed", None) is not None:
         torch.manual_seed(args.seed)
-    options = {
-        "max_new_tokens": getattr(args, "max_new_tokens", None),
-        "do_sample": True if getattr(args, "do_sample", False) else None,
-        "temperature": getattr(args, "temperature", None),
-        "top_k": getattr(args, "top_k", None),
-        "top_p": getattr(args, "top_p", None),
-        "num_beams": getattr(args, "num_beams", None),
-        "repetition_penalty": getattr(args, "repetition_penalty", None),
-        "no_repeat_ngram_size": getattr(args, "no_repeat_ngram_size", None),
-    }
-    options = {k: v for k, v in options.items() if v is not None}
+    options = cli_options(args)
+    chat = not is_seq2seq and not getattr(args, "raw", False) and tokenizer.chat_template is not None
+    if chat:
+        options["eos_token_id"] = end_of_turn_ids(model.generation_config.eos_token_id, tokenizer)
     # Refuse bad flags before anything is printed, rather than half-way through the first prompt.
     check_settings(resolve_generation_config(model.generation_config, None, options)[0], model.config.vocab_size)
     stream = not is_seq2seq and options.get("num_beams", model.generation_config.num_beams or 1) == 1
-    print(f"model: {model_name} ({type(model).__name__}, {model.num_parameters() / 1e6:.1f}M parameters)")
+    print(f"model: {model_name} ({type(model).__name__}, {model.num_parameters() / 1e6:.1f}M parameters)"
+          + (" — chat template applied (--raw to skip it)" if chat else ""))
     for text in texts:
-        ids = torch.tensor([tokenizer.encode(text)], dtype=torch.long)
+        if chat:
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                return_tensors="pt", return_dict=False)
+        else:
+            ids = torch.tensor([tokenizer.encode(text)], dtype=torch.long)
         if ids.shape[1] == 0:
             raise ValueError(f"the prompt {text!r} is empty after tokenization")
         print()
+        prefix = "" if is_seq2seq or chat else text  # a continuation is printed after its prompt, a reply alone
         if stream:
-            sys.stdout.write(text)
+            sys.stdout.write(prefix)
             sys.stdout.flush()
             model.generate(ids, streamer=TextStreamer(tokenizer), **options)
         else:
             out = model.generate(ids, **options)
             start = 0 if is_seq2seq else ids.shape[1]
-            prefix = "" if is_seq2seq else text
             print(prefix + tokenizer.decode(out[0, start:].tolist(), skip_special_tokens=True))

@@ -42,6 +42,7 @@ _MAX_TRUSTED_SIBLINGS = 10_000
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
+    "chat_template.jinja",
 )
 # One weights format, in order of preference; an index names its shards.
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -123,7 +124,9 @@ class Source:
         self.token = token
         self.local_files_only = local_files_only
         self.force_download = force_download
-        self.subfolder = (subfolder or "").strip("/")
+        self.subfolder = _checked_relative(subfolder or "", "subfolder").strip("/")
+        if revision is not None:
+            _checked_revision(revision)
         self.is_local = os.path.isdir(self.name_or_path)
         self.commit: str | None = None      # the commit the revision resolved to, once known
         self._files: set[str] | None = None  # the repo's files at `commit`, when the Hub told us
@@ -148,6 +151,7 @@ class Source:
         Raises:
             RepoNotFoundError, RevisionNotFoundError, GatedRepoError, NotCachedError, HubError.
         """
+        _checked_relative(filename, "file name")
         if self.is_local:
             path = os.path.join(self.name_or_path, self.subfolder, filename)
             return path if os.path.isfile(path) else None
@@ -163,10 +167,24 @@ class Source:
             return path
         if not self.is_local and self._why_no_network and not self._known_absent(self._path_in_repo(filename)):
             raise NotCachedError(
-                f"'{filename}' of {self} is not in the cache ({self.cache_folder}) and {self._why_no_network}. "
+                f"'{filename}' of {self} is not in the cache ({self.cache_folder}){self._no_folder_hint()} and "
+                f"{self._why_no_network}. "
                 f"{self._how_to_go_online()}")
         where = "" if self.is_local else f" (its files: {_endpoint()}/{self.name_or_path}/tree/{self.commit})"
         raise MissingFileError(f"{self} has no file '{filename}'{where}")
+
+    def listdir(self, folder: str) -> list[str]:
+        """Names of the files directly inside `folder` of the folder or repo; [] when there are none, or when the
+        repo's file list is unknown (offline with a cache that has no listing)."""
+        _checked_relative(folder, "folder name")
+        if self.is_local:
+            path = os.path.join(self.name_or_path, self.subfolder, folder)
+            return sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n))) \
+                if os.path.isdir(path) else []
+        self._resolve()
+        prefix = self._path_in_repo(folder).rstrip("/") + "/"
+        return sorted(name[len(prefix):] for name in self._files or ()
+                      if name.startswith(prefix) and "/" not in name[len(prefix):])
 
     @property
     def cache_folder(self) -> str:
@@ -206,8 +224,8 @@ class Source:
             self.commit = self._cached_commit(revision)
             if self.commit is None:
                 raise NotCachedError(
-                    f"{self} is not in the cache ({self.cache_folder}) and {self._why_no_network}. "
-                    f"{self._how_to_go_online()}")
+                    f"{self} is not in the cache ({self.cache_folder}){self._no_folder_hint()} and "
+                    f"{self._why_no_network}. {self._how_to_go_online()}")
         else:
             self._ask_hub(revision)
         self._files = self._files if self._files is not None else self._cached_tree()
@@ -234,8 +252,9 @@ class Source:
             self.commit = self._cached_commit(revision)
             if self.commit is None:
                 raise NotCachedError(
-                    f"{self} is not in the cache ({self.cache_folder}) and {self._why_no_network}. "
-                    f"Check your network connection (and HF_ENDPOINT), then try again.") from None
+                    f"{self} is not in the cache ({self.cache_folder}){self._no_folder_hint()} and "
+                    f"{self._why_no_network}. Check your network connection (and HF_ENDPOINT), then try "
+                    f"again.") from None
             logger.warning("%s: %s; using the cached commit %s", self, self._why_no_network, self.commit)
             return
         self.commit = info.sha
@@ -374,6 +393,10 @@ class Source:
             logger.debug("could not write %s: %s", marker, error)
 
     # ---------------------------------------------------------------------------------------- errors
+    def _no_folder_hint(self) -> str:
+        """For a name that was taken as a Hub id because no folder has it: say so (a mistyped folder name)."""
+        return f", and there is no local folder named '{self.name_or_path}'"
+
     def _how_to_go_online(self) -> str:
         if self.local_files_only:
             return (f"Drop local_files_only=True to download it, or run `pretrained download {self.name_or_path}` "
@@ -411,8 +434,35 @@ class Source:
 
     def _not_cached(self, path_in_repo: str, error) -> NotCachedError:
         return NotCachedError(
-            f"'{path_in_repo}' of {self} is not in the cache ({self.cache_folder}) and the Hub at "
+            f"'{path_in_repo}' of {self} is not in the cache ({self.cache_folder}){self._no_folder_hint()} and the Hub at "
             f"{_endpoint()} could not be reached ({_short(error)}). Check your network connection, then try again.")
+
+
+def _checked_relative(value, what: str) -> str:
+    """`value` if it is a relative path that stays inside its folder; ValueError naming it otherwise.
+
+    Checked before any path is joined, so that `subfolder="../x"` can neither read outside a local folder nor
+    create `.no_exist` markers outside the cache."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, got {value!r}")
+    parts = value.replace("\\", "/").split("/")
+    if "\0" in value or value.startswith(("/", "\\")) or os.path.isabs(value) or re.match(r"^[A-Za-z]:", value) \
+            or ".." in parts:
+        raise ValueError(f"{what} {value!r} must be a relative path inside the folder or repo (no '..', "
+                         f"not absolute)")
+    return value
+
+
+def _checked_revision(revision) -> str:
+    """A branch, tag or commit name as the Hub allows it; ValueError naming it otherwise (a revision becomes
+    the path `refs/<revision>` in the cache, so `..` or an absolute path would read or write anywhere)."""
+    if not isinstance(revision, str) or not revision:
+        raise ValueError(f"revision must be a non-empty string (branch, tag or commit hash), got {revision!r}")
+    parts = revision.split("/")
+    if "\0" in revision or "\\" in revision or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"revision {revision!r} is not a branch, tag or commit name (no '..', no leading, "
+                         f"trailing or double '/')")
+    return revision
 
 
 class _Unreachable(Exception):
@@ -455,6 +505,8 @@ def download(name_or_path, **options) -> str:
         raise MissingFileError(f"{source} has no weights: none of {', '.join(WEIGHTS_FILES)}")
     for name in ("generation_config.json", *TOKENIZER_FILES):
         source.file(name)
+    for name in source.listdir("additional_chat_templates"):  # named chat templates, beside chat_template.jinja
+        source.file(f"additional_chat_templates/{name}")
     return source.folder
 
 

@@ -130,11 +130,16 @@ def padding_mask(attention_mask: Optional[Tensor], dtype: torch.dtype) -> Option
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, torch.finfo(dtype).min)
 
 
-def causal_mask(T: int, S: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Additive (1, 1, T, S) mask where query t (at absolute position S - T + t) sees keys up to itself."""
+def causal_mask(T: int, S: int, dtype: torch.dtype, device: torch.device,
+                sliding_window: Optional[int] = None) -> Tensor:
+    """Additive (1, 1, T, S) mask where query t (at absolute position S - T + t) sees keys up to itself; with a
+    `sliding_window` w, only the last w of them (itself included), as Mistral's and Qwen2's masks do."""
     q_pos = torch.arange(S - T, S, device=device)[:, None]
     k_pos = torch.arange(S, device=device)[None, :]
-    mask = torch.zeros(T, S, dtype=dtype, device=device).masked_fill_(k_pos > q_pos, torch.finfo(dtype).min)
+    hidden = k_pos > q_pos
+    if sliding_window is not None:
+        hidden = hidden | (k_pos <= q_pos - sliding_window)
+    mask = torch.zeros(T, S, dtype=dtype, device=device).masked_fill_(hidden, torch.finfo(dtype).min)
     return mask[None, None]
 
 
@@ -145,20 +150,38 @@ def combine_masks(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
     return (a + b).clamp_(min=torch.finfo(a.dtype).min)
 
 
+def sliding_window_mask(T: int, window: int, dtype: torch.dtype, device: torch.device) -> Optional[Tensor]:
+    """Additive (1, 1, T, T) mask of a bidirectional local attention: query i sees key j when |i - j| <= window
+    (ModernBERT's local layers). None when the window covers the whole sequence."""
+    if T <= window + 1:
+        return None
+    pos = torch.arange(T, device=device)
+    far = (pos[None, :] - pos[:, None]).abs() > window  # (T, T)
+    return torch.zeros(T, T, dtype=dtype, device=device).masked_fill_(far, torch.finfo(dtype).min)[None, None]
+
+
 # -- attention ---------------------------------------------------------------------------------------------
+_SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)  # SDPA's enable_gqa argument
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None, *, dropout: float = 0.0,
            is_causal: bool = False, scale: Optional[float] = None,
            need_weights: bool = False) -> tuple[Tensor, Optional[Tensor]]:
-    """softmax(q k^T * scale + mask) v over (B, nh, T, hs) tensors.
+    """softmax(q k^T * scale + mask) v over (B, nh, T, hs) queries and (B, nkv, S, hs) keys and values.
 
-    Uses scaled_dot_product_attention unless the attention weights are asked for.
+    Uses scaled_dot_product_attention unless the attention weights are asked for. With fewer key/value heads
+    than query heads (grouped-query attention, nh = nkv * n_rep), each kv head serves n_rep query heads: SDPA
+    does that itself when there is no mask (no copy, as transformers lets it), else the kv heads are repeated.
 
     Returns:
         (output (B, nh, T, hs), weights (B, nh, T, S) when need_weights else None)
     """
+    n_rep = q.size(1) // k.size(1)
+    if n_rep > 1 and (need_weights or mask is not None or not _SDPA_GQA):
+        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+        n_rep = 1
     if not need_weights:
+        gqa = {"enable_gqa": True} if n_rep > 1 else {}
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
-                                           is_causal=is_causal and mask is None, scale=scale)
+                                           is_causal=is_causal and mask is None, scale=scale, **gqa)
         return y, None
     scale = q.size(-1) ** -0.5 if scale is None else scale
     w = torch.matmul(q, k.transpose(-1, -2)) * scale  # (B, nh, T, S)
@@ -190,13 +213,71 @@ def check_length(length: int, max_positions: int, what: str = "sequence") -> Non
                          f"({max_positions}); truncate the input")
 
 
+def as_ids_tensor(ids, name: str = "input_ids") -> Tensor:
+    """A tensor as it is; a Python list (or tuple) of token ids, flat or one list per row, as a long tensor, as
+    users expect from transformers' tokenizers' output; anything else raises TypeError naming it."""
+    if isinstance(ids, Tensor):
+        return ids
+    if isinstance(ids, (list, tuple)):
+        try:
+            return torch.tensor(ids, dtype=torch.long)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+            raise ValueError(f"{name} must be a tensor or a (rectangular) list of integer token ids; "
+                             f"converting the list failed: {e}") from None
+    raise TypeError(f"{name} must be a tensor (or a list) of token ids, got {type(ids).__name__}")
+
+
 def as_batch(input_ids: Tensor, name: str = "input_ids") -> Tensor:
-    """Accept (T,) ids as a batch of one; anything but 1 or 2 dimensions raises ValueError."""
+    """Accept (T,) ids as a batch of one, and Python lists as tensors; anything but 1 or 2 dimensions raises
+    ValueError."""
+    input_ids = as_ids_tensor(input_ids, name)
     if input_ids.dim() == 1:
         return input_ids[None]
     if input_ids.dim() != 2:
         raise ValueError(f"{name} must have shape (batch, length), got {tuple(input_ids.shape)}")
     return input_ids
+
+
+def check_encoder_inputs(input_ids: Optional[Tensor], inputs_embeds: Optional[Tensor], position_ids: Optional[Tensor],
+                         vocab_size: int, max_positions: Optional[int],
+                         padding_idx: Optional[int] = None) -> Optional[Tensor]:
+    """The checks every encoder's forward makes: exactly one of input_ids / inputs_embeds, ids inside the
+    vocabulary, a length or position_ids inside the position table (`max_positions` None: no table, e.g.
+    rotary; `padding_idx`: positions start after it, as in `padded_position_ids`). Returns input_ids as a batch
+    ((T,) becomes (1, T)); raises ValueError naming the culprit."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids and inputs_embeds")
+    if input_ids is not None:
+        input_ids = as_batch(input_ids)
+        check_input_ids(input_ids, vocab_size)
+        T = input_ids.shape[1]
+    else:
+        if inputs_embeds.dim() != 3:
+            raise ValueError(f"inputs_embeds must have shape (batch, length, hidden), got {tuple(inputs_embeds.shape)}")
+        T = inputs_embeds.shape[1]
+    if max_positions is None:
+        return input_ids
+    if position_ids is not None:
+        check_position_ids(position_ids, max_positions)
+    elif padding_idx is None:
+        check_length(T, max_positions)
+    elif T > max_positions - padding_idx - 1:
+        raise ValueError(f"sequence length {T} is longer than the {max_positions - padding_idx - 1} tokens the "
+                         f"model's positions allow (max_position_embeddings {max_positions}, counted from "
+                         f"padding_idx {padding_idx} + 1); truncate the input")
+    return input_ids
+
+
+def padded_position_ids(input_ids: Optional[Tensor], padding_idx: int,
+                        inputs_embeds: Optional[Tensor] = None) -> Tensor:
+    """fairseq's positions (RoBERTa, XLM-R, MPNet): real tokens count up from padding_idx + 1 and padding tokens
+    keep padding_idx, so left and right padding give the same positions. From inputs_embeds, where padding cannot be
+    seen, positions run padding_idx + 1, padding_idx + 2, ... as transformers makes them. Returns (B, T) int64."""
+    if input_ids is None:
+        B, T = inputs_embeds.shape[:2]
+        return torch.arange(padding_idx + 1, padding_idx + 1 + T, device=inputs_embeds.device)[None].expand(B, T)
+    real = input_ids.ne(padding_idx).int()  # (B, T)
+    return (torch.cumsum(real, dim=1).type_as(real) * real).long() + padding_idx
 
 
 # -- losses ------------------------------------------------------------------------------------------------
@@ -228,13 +309,29 @@ def token_loss(logits: Tensor, labels: Tensor, shift: bool = False) -> Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100)
 
 
+def span_outputs(logits: Tensor, start_positions: Optional[Tensor],
+                 end_positions: Optional[Tensor]) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Extractive QA from (B, T, 2) logits: (start_logits (B, T), end_logits (B, T), loss or None). The loss, when
+    both position tensors are given, is the mean of the start and end cross-entropies; as in transformers, positions
+    outside the sequence are clamped to T and ignored."""
+    start, end = logits.split(1, dim=-1)  # 2 × (B, T, 1)
+    start, end = start.squeeze(-1).contiguous(), end.squeeze(-1).contiguous()  # (B, T)
+    if start_positions is None or end_positions is None:
+        return start, end, None
+    T = start.size(1)
+    s = start_positions.reshape(-1).to(start.device).clamp(0, T)
+    e = end_positions.reshape(-1).to(end.device).clamp(0, T)
+    return start, end, (F.cross_entropy(start, s, ignore_index=T) + F.cross_entropy(end, e, ignore_index=T)) / 2
+
+
 # == decoders: causal masks over a cache, position checks, the KV cache (GPT-2, BART) ====================
 def causal_attention_mask(attention_mask: Optional[Tensor], T: int, S: int, dtype: torch.dtype,
-                          device: torch.device) -> tuple[Optional[Tensor], bool]:
+                          device: torch.device, sliding_window: Optional[int] = None) -> tuple[Optional[Tensor], bool]:
     """Self-attention mask of a decoder whose T new queries follow S - T cached keys.
 
     Args:
         attention_mask: (B, S) of 1 (attend) / 0 (padding) over cached and new tokens, or None.
+        sliding_window: each query sees only the last `sliding_window` keys (itself included); None: all.
 
     Returns:
         (mask, is_causal) for `attend`. Without padding: (None, True) when T == S, so that SDPA takes its
@@ -242,6 +339,8 @@ def causal_attention_mask(attention_mask: Optional[Tensor], T: int, S: int, dtyp
         causal mask. With padding: causal and padding masks combined into (B, 1, T, S).
     """
     pad = padding_mask(attention_mask, dtype)  # (B, 1, 1, S) or None
+    if sliding_window is not None and S > sliding_window:  # the window hides keys: always an explicit mask
+        return combine_masks(causal_mask(T, S, dtype, device, sliding_window), pad), False
     if pad is None:
         if T == S:
             return None, True
@@ -350,6 +449,54 @@ class KVCache:
                        for kv in self._cross]
         return self
 
+    def pad_left(self, n: int) -> "KVCache":
+        """Put `n` empty places before the cached tokens of every row, in place.
+
+        Rows of different lengths share one cache this way (the serving scheduler's running batch): each row
+        is left-padded to the batch's length, and the attention mask hides the empty places (zeros here)."""
+        if n <= 0:
+            return self
+        for i, (k, v) in enumerate(zip(self._keys, self._values)):
+            if k is None:
+                continue
+            L = self._lengths[i]
+            B, nh, _, hs = k.shape
+            capacity = -(-max(self.capacity, n + L + 1) // self._ROUND) * self._ROUND
+            new_k, new_v = k.new_zeros(B, nh, capacity, hs), v.new_zeros(B, nh, capacity, v.size(3))
+            new_k[:, :, n:n + L] = k[:, :, :L]
+            new_v[:, :, n:n + L] = v[:, :, :L]
+            self._keys[i], self._values[i], self._lengths[i] = new_k, new_v, n + L
+        return self
+
+    def drop_left(self, n: int) -> "KVCache":
+        """Remove the first `n` cached places of every row (places the attention mask hides in all rows)."""
+        if n <= 0:
+            return self
+        for i, (k, v) in enumerate(zip(self._keys, self._values)):
+            if k is not None:
+                L = self._lengths[i]
+                self._keys[i] = k[:, :, n:].clone()
+                self._values[i] = v[:, :, n:].clone()
+                self._lengths[i] = L - n
+        return self
+
+    @classmethod
+    def cat(cls, caches: list["KVCache"]) -> "KVCache":
+        """One cache holding the rows of `caches` one after the other; they must hold the same number of tokens
+        (pad the shorter ones with `pad_left` first). Self-attention caches only."""
+        lengths = {c.get_seq_length() for c in caches}
+        if len(lengths) != 1:
+            raise ValueError(f"KVCache.cat needs caches of one length, got lengths {sorted(lengths)}")
+        if any(kv is not None for c in caches for kv in c._cross):
+            raise ValueError("KVCache.cat does not join cross-attention caches")
+        out = cls(capacity=max(c.capacity for c in caches))
+        L = lengths.pop()
+        for i in range(len(caches[0]._keys)):
+            out._keys.append(torch.cat([c._keys[i][:, :, :L] for c in caches]))
+            out._values.append(torch.cat([c._values[i][:, :, :L] for c in caches]))
+            out._lengths.append(L)
+        return out
+
     def repeat_interleave(self, repeats: int) -> "KVCache":
         """Each batch row `repeats` times in a row (B -> B * repeats), as beam search expands a prompt."""
         tensors = [t for t in self._keys if t is not None] + [kv[0] for kv in self._cross if kv is not None]
@@ -367,3 +514,214 @@ def decoder_cache(past_key_values: Optional[KVCache], use_cache: bool) -> Option
         raise TypeError(f"past_key_values must be the KVCache that an earlier call returned, got "
                         f"{type(past_key_values).__name__} (transformers' tuple format is not accepted)")
     return past_key_values
+
+
+# == rotary decoders: RMSNorm, rotary position embeddings, grouped-query attention, the gated MLP ===========
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x²) + eps) * weight, computed in float32 and cast back before the weight, as transformers'
+    LlamaRMSNorm (and Mistral's, Qwen2's, Qwen3's) does. `weight` starts at ones."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        dtype = hidden_states.dtype
+        x = hidden_states.to(torch.float32)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * x.to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
+
+
+# Rope types and the keys of `rope_parameters` each one needs (besides rope_type and rope_theta).
+ROPE_TYPES: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "linear": ("factor",),
+    "dynamic": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+    "yarn": ("factor", "original_max_position_embeddings"),
+}
+
+
+def rope_type(rope_parameters: Optional[dict]) -> str:
+    """The rope type a `rope_parameters` dict names (v4 configs wrote "type"); unknown types raise ConfigError."""
+    params = rope_parameters or {}
+    name = params.get("rope_type", params.get("type", "default"))
+    if name not in ROPE_TYPES:
+        raise ConfigError(f"rope_parameters has rope_type {name!r}, which pretrained does not support; "
+                          f"supported: {', '.join(ROPE_TYPES)}")
+    missing = [key for key in ROPE_TYPES[name] if params.get(key) is None]
+    if missing:
+        raise ConfigError(f"rope_parameters of rope_type {name!r} lack {', '.join(missing)} (got {params})")
+    if params.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ConfigError(f"rope_parameters has partial_rotary_factor {params['partial_rotary_factor']}; "
+                          f"these architectures rotate the whole head (1.0)")
+    return name
+
+
+def rope_frequencies(rope_parameters: Optional[dict], head_dim: int, max_position_embeddings: int,
+                     seq_len: Optional[Tensor] = None) -> tuple[Tensor, float]:
+    """The inverse frequencies (head_dim / 2,) of rotary position embeddings, in float32 on the CPU, and the
+    factor cos and sin are scaled by.
+
+    Computed as transformers' modeling_rope_utils does, operation for operation, so that the angles are the same
+    to the bit. Rope types:
+
+    * default: theta ** (-2i / head_dim), theta = rope_parameters["rope_theta"] (10000 when absent);
+    * linear: the default divided by `factor` (positions interpolated);
+    * dynamic (NTK): the default up to max_position_embeddings; beyond it, `seq_len` (the longest position + 1,
+      a tensor) raises theta to theta * (factor * seq_len / max_positions - (factor - 1)) ** (d / (d - 2));
+    * llama3: low frequencies divided by `factor`, high ones kept, a smooth ramp between them (Llama 3.1+);
+    * yarn: interpolation and extrapolation blended by a ramp over the dimensions, and cos/sin scaled by
+      0.1 * ln(factor) + 1 (or `attention_factor`, or the mscale ratio).
+
+    Raises:
+        ConfigError: an unknown rope type, or a key its type needs is missing.
+    """
+    name = rope_type(rope_parameters)
+    params = rope_parameters or {}
+    base = params.get("rope_theta", 10000.0)
+    dim = head_dim
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").to(torch.float) / dim
+    scaling = 1.0
+    if name == "dynamic" and seq_len is not None and int(seq_len) > max_position_embeddings:
+        factor = params["factor"]
+        seq_len = torch.maximum(seq_len.cpu(), torch.tensor(max_position_embeddings, dtype=seq_len.dtype))
+        base = base * ((factor * seq_len / max_position_embeddings) - (factor - 1)) ** (dim / (dim - 2))
+    inv_freq = 1.0 / (base ** exponents)
+    if name == "linear":
+        inv_freq = inv_freq / params["factor"]
+    elif name == "llama3":
+        factor, low, high = params["factor"], params["low_freq_factor"], params["high_freq_factor"]
+        old_context = params["original_max_position_embeddings"]
+        low_wavelen, high_wavelen = old_context / low, old_context / high
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+        smooth = (old_context / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        is_medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
+        inv_freq = torch.where(is_medium, smoothed, scaled)
+    elif name == "yarn":
+        inv_freq, scaling = _yarn(params, base, dim)
+    return inv_freq, scaling
+
+
+def _yarn(params: dict, base: float, dim: int) -> tuple[Tensor, float]:
+    """YaRN (Peng et al., 2023): per-dimension blend of interpolated and original frequencies."""
+    factor, original = params["factor"], params["original_max_position_embeddings"]
+
+    def mscale(scale: float, m: float = 1.0) -> float:
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    scaling = params.get("attention_factor")
+    if scaling is None:
+        m, m_all = params.get("mscale"), params.get("mscale_all_dim")
+        scaling = float(mscale(factor, m) / mscale(factor, m_all)) if m and m_all else mscale(factor)
+    beta_fast, beta_slow = params.get("beta_fast") or 32, params.get("beta_slow") or 1
+
+    def correction_dim(rotations: float) -> float:  # the dimension that turns `rotations` times over `original`
+        return (dim * math.log(original / (rotations * 2 * math.pi))) / (2 * math.log(base))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if params.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001  # avoid dividing by zero
+    ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low), 0, 1)
+    pos_freqs = base ** (torch.arange(0, dim, 2, device="cpu").to(dtype=torch.float) / dim)
+    extrapolation, interpolation = 1.0 / pos_freqs, 1.0 / (factor * pos_freqs)
+    keep = 1 - ramp  # 1: the original frequency (high frequencies), 0: interpolated
+    return interpolation * (1 - keep) + extrapolation * keep, scaling
+
+
+class RotaryEmbedding(nn.Module):
+    """cos and sin of the rotary position angles for given position ids (transformers' `rotary_emb` module).
+
+    Self-contained: built from a `rope_parameters` dict (transformers 5's form: rope_type, rope_theta and the
+    type's keys; see `rope_frequencies`), the head size and max_position_embeddings. Used with `apply_rotary`.
+    The frequencies are not a buffer (nothing to save or load): they are computed once, on the CPU in float32
+    as transformers does, and copied to each device the model runs on.
+
+    forward(x, position_ids (B or 1, T)) -> (cos, sin), each (B or 1, T, head_dim) in x's dtype.
+    """
+
+    def __init__(self, rope_parameters: Optional[dict], head_dim: int, max_position_embeddings: int):
+        super().__init__()
+        self.rope_parameters = dict(rope_parameters or {})
+        self.rope_type = rope_type(self.rope_parameters)
+        self.head_dim, self.max_position_embeddings = head_dim, max_position_embeddings
+        self.inv_freq, self.attention_scaling = rope_frequencies(self.rope_parameters, head_dim,
+                                                                 max_position_embeddings)
+        self._on_device: dict[torch.device, Tensor] = {}
+
+    def forward(self, x: Tensor, position_ids: Tensor) -> tuple[Tensor, Tensor]:
+        inv_freq = self._on_device.get(x.device)
+        if inv_freq is None:
+            inv_freq = self._on_device[x.device] = self.inv_freq.to(x.device)
+        if self.rope_type == "dynamic":
+            # Beyond max_position_embeddings the frequencies depend on the longest position. transformers keeps
+            # the largest seen so far in module state; computed per call, the two agree whenever positions only
+            # grow (a forward pass, a generation), and this one does not depend on earlier calls.
+            seq_len = position_ids.max() + 1
+            if int(seq_len) > self.max_position_embeddings:
+                inv_freq = rope_frequencies(self.rope_parameters, self.head_dim, self.max_position_embeddings,
+                                            seq_len)[0].to(x.device)
+        freqs = position_ids[..., None].float() * inv_freq  # (B, T, hs / 2)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, hs)
+        cos, sin = emb.cos() * self.attention_scaling, emb.sin() * self.attention_scaling
+        return cos.to(x.dtype), sin.to(x.dtype)
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """(x1, x2) -> (-x2, x1) over the two halves of the last dimension."""
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """Rotate queries (B, nh, T, hs) and keys (B, nkv, T, hs) by the angles of `RotaryEmbedding` (B, T, hs)."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, hs)
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+
+def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
+    """Grouped-query attention: (B, nkv, S, hs) -> (B, nkv * n_rep, S, hs), each kv head serving n_rep query
+    heads. The cache stores the nkv heads; they are repeated only for the attention product."""
+    if n_rep == 1:
+        return x
+    B, nkv, S, hs = x.shape
+    return x[:, :, None].expand(B, nkv, n_rep, S, hs).reshape(B, nkv * n_rep, S, hs)
+
+
+class GatedMLP(nn.Module):
+    """down_proj(act(gate_proj(x)) * up_proj(x)): the feed-forward block of Llama, Mistral, Qwen2 and Qwen3."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str, bias: bool = False):
+        super().__init__()
+        self.gate_proj = Linear(hidden_size, intermediate_size, bias=bias)
+        self.up_proj = Linear(hidden_size, intermediate_size, bias=bias)
+        self.down_proj = Linear(intermediate_size, hidden_size, bias=bias)
+        self.act_fn = Activation(hidden_act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+def last_token_logits(logits: Tensor, input_ids: Optional[Tensor], pad_token_id: Optional[int],
+                      owner: str) -> Tensor:
+    """(B, T, n) -> (B, n): each row's scores at its last token that is not padding (the rightmost one, so left
+    and right padding both work), as transformers' decoder-only sequence classifiers pool."""
+    B, T = logits.shape[:2]
+    if pad_token_id is None and B != 1:
+        raise ValueError(f"{owner} needs config.pad_token_id to find the last token of each row of a batch of "
+                         f"{B}; set it (e.g. to the eos token id)")
+    if pad_token_id is None or input_ids is None:
+        last = torch.full((B,), T - 1, device=logits.device)
+    else:
+        not_pad = (input_ids != pad_token_id).to(logits.device, torch.int32)
+        last = (torch.arange(T, device=logits.device, dtype=torch.int32) * not_pad).argmax(-1)  # (B,)
+    return logits[torch.arange(B, device=logits.device), last]

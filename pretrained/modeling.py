@@ -21,9 +21,9 @@ from typing import Any, ClassVar, Optional
 import torch
 from torch import nn
 
-from .configuration import PretrainedConfig
+from .configuration import CONFIG_NAME, PretrainedConfig, read_config_dict
 from .hub import Source, pop_hub_options
-from .weights import find_weights, read_weights, write_weights
+from .weights import CheckpointError, CheckpointSave, check_whole_save, find_weights, read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,11 @@ class PreTrainedModel(nn.Module):
         for target, source in self._tie_pairs().items():
             _set_tensor(self, target, _get_tensor(self, source))
 
+    @classmethod
+    def _mismatch_hint(cls, key: str, config: PretrainedConfig) -> str:
+        """More words for the shape-mismatch error of checkpoint key `key` (e.g. which config field sets it)."""
+        return ""
+
     def get_input_embeddings(self) -> nn.Module:
         raise NotImplementedError(f"{type(self).__name__} does not define get_input_embeddings")
 
@@ -135,7 +140,8 @@ class PreTrainedModel(nn.Module):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *,
                         config: Optional[PretrainedConfig] = None, dtype: Any = None, torch_dtype: Any = None,
-                        ignore_mismatched_sizes: bool = False, **kwargs) -> "PreTrainedModel":
+                        ignore_mismatched_sizes: bool = False, allow_missing_weights: bool = False,
+                        **kwargs) -> "PreTrainedModel":
         """Load a model from a folder or Hub id.
 
         Args:
@@ -144,6 +150,8 @@ class PreTrainedModel(nn.Module):
             dtype / torch_dtype: torch dtype or its name; "auto" (the default) keeps the checkpoint's: the dtype
                 its config.json declares, else that of its weights.
             ignore_mismatched_sizes: re-initialise weights whose shape differs instead of raising.
+            allow_missing_weights: initialise the weights the checkpoint lacks even when they are most of the
+                model (without it that raises; a missing head, such as a new classifier, is only a warning).
             **kwargs: download options (revision, cache_dir, token, local_files_only, force_download,
                 subfolder) and config overrides such as num_labels=3.
 
@@ -156,12 +164,15 @@ class PreTrainedModel(nn.Module):
         config = load_config(cls, source, config, kwargs)
         model = build_on_meta(cls, config, **init_kwargs)
         paths = find_weights(source)
+        check_whole_save(source, paths)
         state, origin = read_weights(paths)
         state = normalise_keys(model, state, origin)
+        mismatched = check_shapes(model, state, origin, ignore_mismatched_sizes)
+        state, unexpected = drop_unexpected(model, state)
+        check_enough_matched(model, source, config, state, unexpected, mismatched, allow_missing_weights)
         target = resolve_dtype(dtype if dtype is not None else torch_dtype, config, state)
         state = cast_floating(state, target)
-        mismatched = check_shapes(model, state, origin, ignore_mismatched_sizes)
-        missing, unexpected = load_assigned(model, state)
+        missing, _ = load_assigned(model, state)
         finalise(model, missing, target)
         report(model, source, config, missing, unexpected, mismatched)
         model.config.dtype = _dtype_name(target)
@@ -183,9 +194,14 @@ class PreTrainedModel(nn.Module):
             state.pop(target, None)
         self.config.architectures = [type(self).__name__]
         self.config.dtype = _dtype_name(self.dtype)
-        write_weights(state, save_directory, safe_serialization=safe_serialization, max_shard_size=max_shard_size)
-        self.config.save_pretrained(save_directory)
-        self._save_extra(save_directory)
+        # Whole or not at all: weights and config.json are staged, then renamed together (config.json last); a
+        # load of a folder whose save was interrupted raises instead of mixing old and new files.
+        with CheckpointSave(save_directory) as save:
+            save.stage_weights(state, safe_serialization=safe_serialization, max_shard_size=max_shard_size)
+            save.stage_file(CONFIG_NAME, self.config.to_json_string().encode())
+            save.commit()
+            self._save_extra(save_directory)
+            save.finish()
 
     def _save_extra(self, save_directory: str) -> None:
         """Hook for files beside the weights (e.g. generation_config.json)."""
@@ -204,8 +220,8 @@ def load_config(cls: type[PreTrainedModel], source: Source, config: Optional[Pre
     else:
         if not isinstance(config, cls.config_class):
             raise TypeError(f"{cls.__name__} needs a {cls.config_class.__name__}, got {type(config).__name__}")
-        config = type(config).from_dict(config.to_dict(), **overrides)
-        unused = {}
+        unused = {k: v for k, v in overrides.items() if k not in type(config).known_keys() and not hasattr(config, k)}
+        config = type(config).from_dict(config.to_dict(), **{k: v for k, v in overrides.items() if k not in unused})
     if unused:
         raise TypeError(f"{cls.__name__}.from_pretrained got unexpected keyword arguments {sorted(unused)}: "
                         f"they are neither download options nor fields of {cls.config_class.__name__}")
@@ -287,7 +303,67 @@ def resolve_dtype(dtype: Any, config: PretrainedConfig, state: dict[str, torch.T
     return _DTYPES[name]
 
 
+def drop_unexpected(model: PreTrainedModel, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Keep only the tensors the model has a place for (before any cast, so that an unused tensor, e.g. a
+    huge stride-0 view in a .bin, never costs memory); returns (kept, names of the unexpected ones)."""
+    expected = model.state_dict().keys()
+    unexpected = [k for k in state if k not in expected]
+    return {k: v for k, v in state.items() if k in expected}, unexpected
+
+
+# Above this fraction of the model's parameters missing from the checkpoint, from_pretrained raises unless
+# allow_missing_weights=True: a checkpoint for a new head (a classifier on a base model) stays far below it.
+MAX_MISSING_FRACTION = 0.5
+
+
+def check_enough_matched(model: PreTrainedModel, source: Source, config: PretrainedConfig,
+                         state: dict[str, torch.Tensor], unexpected: list[str],
+                         mismatched: list[tuple[str, tuple, tuple]], allow_missing: bool) -> None:
+    """Refuse to return a mostly random model: raise CheckpointError when no checkpoint tensor matched a weight
+    of the model, or (unless `allow_missing`) when most of its parameters would be newly initialised.
+    Runs before anything is allocated for the missing weights."""
+    name = type(model).__name__
+    file_type = getattr(config, "model_type", "")
+    if not state:
+        what = (f"none of its {len(unexpected)} tensors (e.g. '{unexpected[0]}') matched a weight of {name} "
+                f"(e.g. '{next(iter(model.state_dict()))}')") if unexpected else "it holds no tensors"
+        if mismatched:
+            what = f"every matching tensor had the wrong shape (e.g. '{mismatched[0][0]}')"
+        archs = _declared_architectures(source)
+        hint = (f"; its config.json names {', '.join(archs)}: load it with AutoModel.from_pretrained or that class"
+                if archs and name not in archs else "; load it with AutoModel.from_pretrained, or the class "
+                f"for its architecture")
+        raise CheckpointError(f"no weight of {name} could be loaded from {source}: {what}{hint}. "
+                              f"(For a randomly initialised model use {name}(config) or from_config.)")
+    if allow_missing:
+        return
+    tied = set(model._tie_pairs())
+    sizes = {k: v.numel() for k, v in model.state_dict(keep_vars=True).items() if k not in tied}
+    total = sum(sizes.values())
+    missing = sum(n for k, n in sizes.items() if k not in state)
+    if total and missing / total > MAX_MISSING_FRACTION:
+        example = next(k for k in sizes if k not in state)
+        raise CheckpointError(
+            f"{source} lacks {missing / total:.0%} of the parameters of {name} (e.g. '{example}'; model_type of "
+            f"the config: '{file_type}'): the model would be mostly random. Check that the checkpoint is for "
+            f"{name} (AutoModel.from_pretrained picks the class config.json names), or pass "
+            f"allow_missing_weights=True to initialise them.")
+
+
+def _declared_architectures(source: Source) -> list[str]:
+    """The `architectures` and model_type that the checkpoint's own config.json declares (for messages)."""
+    try:
+        data = read_config_dict(source.require(CONFIG_NAME))
+    except (OSError, ValueError):
+        return []
+    archs = [a for a in data.get("architectures") or [] if isinstance(a, str)]
+    if isinstance(data.get("model_type"), str):
+        archs.append(f"model_type '{data['model_type']}'")
+    return archs
+
+
 def cast_floating(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Cast the floating-point tensors that will be loaded (only those: see drop_unexpected) to `dtype`."""
     return {k: v.to(dtype) if v.dtype.is_floating_point and v.dtype != dtype else v for k, v in state.items()}
 
 
@@ -309,13 +385,14 @@ def check_shapes(model: PreTrainedModel, state: dict[str, torch.Tensor], origin:
                 raise ShapeMismatchError(
                     f"weight '{key}' in {origin.get(key, 'the checkpoint')} has shape {got}, but "
                     f"{type(model).__name__} built from its config expects {want}. Check the config, or pass "
-                    f"ignore_mismatched_sizes=True to initialise it afresh.")
+                    f"ignore_mismatched_sizes=True to initialise it afresh.{model._mismatch_hint(key, model.config)}")
             mismatched.append((key, got, want))
             del state[key]
     return mismatched
 
 
 def load_assigned(model: PreTrainedModel, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    # `state` holds only expected keys (drop_unexpected); the report takes the unexpected ones from that step.
     """Load by assignment: the model's parameters become the checkpoint's tensors (memory-mapped, no copy)."""
     result = model.load_state_dict(state, strict=False, assign=True)
     tied = set(model._tie_pairs())

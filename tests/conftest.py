@@ -42,14 +42,15 @@ def minilm_dir() -> str:
     return str(folder)
 
 
-def perturb(model, seed: int = 0) -> None:
-    """Give every bias and LayerNorm weight random values, so that a misnamed or dropped tensor shows."""
+def perturb(model, seed: int = 0, any_norm: bool = False) -> None:
+    """Give every bias and LayerNorm weight random values, so that a misnamed or dropped tensor shows.
+    `any_norm`: every norm weight, whatever the family calls it (`sa_layer_norm`, `final_norm`, ...)."""
     import torch
 
     g = torch.Generator().manual_seed(seed + 1000)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("bias") or "LayerNorm" in name:
+            if name.endswith("bias") or "LayerNorm" in name or any_norm and "norm" in name.lower():
                 p.add_(torch.randn(p.shape, generator=g) * 0.2)
 
 
@@ -131,3 +132,69 @@ def max_diff(a, b) -> float:
 def diff():
     """`diff(a, b)` -> max abs difference of two tensors, as a float."""
     return max_diff
+
+
+# -- encoder families (DistilBERT, MPNet, RoBERTa / XLM-R / CamemBERT, ModernBERT) ---------------------------------
+@pytest.fixture(scope="session")
+def hf_family_checkpoint(tmp_path_factory):
+    """Factory: `hf_family_checkpoint(arch, config_class, seed=0, **config)` -> folder where transformers saved a tiny
+    seeded, perturbed `transformers.<arch>` built from `transformers.<config_class>(**config)` (once per session for
+    each set of arguments). Treat it read-only."""
+    made: dict = {}
+
+    def make(arch: str, config_class: str, *, seed: int = 0, **config) -> str:
+        key = (arch, config_class, seed, repr(sorted(config.items())))
+        if key not in made:
+            import torch
+            import transformers
+
+            torch.manual_seed(seed)
+            model = getattr(transformers, arch)(getattr(transformers, config_class)(**config))
+            perturb(model, seed, any_norm=True)
+            folder = tmp_path_factory.mktemp(f"hf-{arch}")
+            model.save_pretrained(folder)
+            made[key] = str(folder)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def fired_modules():
+    """`fired_modules(model, **inputs)` -> the names of the modules whose forward hooks fire in one forward."""
+    def run(model, **inputs) -> set[str]:
+        import torch
+
+        fired: set[str] = set()
+        handles = [module.register_forward_hook(lambda *_, name=name: fired.add(name))
+                   for name, module in model.named_modules()]
+        try:
+            with torch.no_grad():
+                model(**inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return fired
+
+    return run
+
+
+def assert_outputs_close(ours, theirs, fields, tol: float, states: bool = True) -> None:
+    """The named output fields, and (with `states`) every hidden state and attention map, within `tol`."""
+    for field in fields:
+        a, b = getattr(ours, field), getattr(theirs, field)
+        assert a.shape == b.shape and a.dtype == b.dtype, field
+        assert max_diff(a, b) <= tol, (field, max_diff(a, b))
+    if states:
+        for name in ("hidden_states", "attentions"):
+            a, b = getattr(ours, name), getattr(theirs, name)
+            assert isinstance(a, tuple) and len(a) == len(b) > 0, name
+            for i, (x, y) in enumerate(zip(a, b)):
+                assert x.shape == y.shape and max_diff(x, y) <= tol, (name, i, max_diff(x, y))
+
+
+@pytest.fixture(scope="session")
+def outputs_close():
+    """`outputs_close(ours, theirs, fields, tol, states=True)`: assert the fields (and all hidden states and
+    attentions) of two model outputs agree within `tol`."""
+    return assert_outputs_close

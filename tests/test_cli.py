@@ -18,7 +18,9 @@ def test_default_model_prints_embeddings_and_similarities_as_transformers_comput
 
     assert cli.main(["run", *SENTENCES]) == 0
     out = capsys.readouterr().out
-    assert "BertModel" in out and "last_hidden_state: (3, 11, 384)" in out and "pooler_output: (3, 384)" in out
+    # a sentence-transformers folder: its own modules (mean pooling, Normalize) run
+    assert "SentenceTransformer: BertModel" in out and "Pooling(mean) -> Normalize" in out
+    assert "sentence embeddings: (3, 384)" in out
     rows = [line for line in out.splitlines() if line.strip().startswith(tuple(s[:20] for s in SENTENCES))
             and re.search(r"\d\.\d{3}\s*$", line)]
     printed = torch.tensor([[float(v) for v in re.findall(r"-?\d\.\d{3}", row)[-3:]] for row in rows])
@@ -68,9 +70,13 @@ def test_masked_lm_prints_top_fills(minilm_dir, tmp_path, capsys):
     (["hello"], False),                        # one word: always text
     (["Paris", "London"], False),              # plain words
     (["org/name", "some text"], True),          # a Hub id, then text
-    (["bert-base-cased", "some text"], True),  # a legacy id
+    (["bert-base-cased", "some text"], False),  # a bare name not in the cache: text (use --model for it)
+    (["e-mail", "spam"], False),
 ])
-def test_model_or_text(words, model_is_first, minilm_dir):
+def test_model_or_text(words, model_is_first, minilm_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
     model, texts = cli.split_model_and_texts(words, None)
     assert (model == words[0]) == model_is_first
     assert texts == (words[1:] if model_is_first else words)

@@ -674,3 +674,47 @@ def test_cli_download_cache_and_run_with_a_hub_id(hub, interop, tmp_path):
     out = cli("run", "org/theirs", "w1 w2", "w3")
     assert "model: org/theirs (BertModel" in out and "cosine similarity" in out
     assert load_requests(hub) == ["GET /api/models/org/theirs/revision/main"]
+
+
+# -- path safety: nothing read or written outside the cache or the given folder ---------------------------------
+@pytest.mark.parametrize("subfolder", ["../../x", "../x", "a/../../x", "/abs/x", "..", "a\\..\\..\\x"])
+def test_subfolder_outside_the_repo_is_refused_before_any_path_is_joined(tmp_path, monkeypatch, subfolder):
+    from pretrained import BertConfig
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="subfolder") as info:
+        BertConfig.from_pretrained("org/name", cache_dir=str(cache), subfolder=subfolder, force_download=True)
+    assert repr(subfolder) in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"] and not list(cache.iterdir())
+
+
+def test_local_subfolder_cannot_leave_the_folder(tmp_path):
+    from pretrained import BertConfig
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "outside").mkdir()
+    BertConfig(hidden_size=64).save_pretrained(tmp_path / "outside")
+    with pytest.raises(ValueError, match=r"subfolder '\.\./outside'"):
+        BertConfig.from_pretrained(tmp_path / "model", subfolder="../outside")
+
+
+@pytest.mark.parametrize("revision", ["../../../../etc", "/etc/passwd", "main/../../x", "a//b", "", "x\\..\\y", 5])
+def test_revision_that_is_not_a_ref_name_is_refused(tmp_path, monkeypatch, revision):
+    from pretrained import BertConfig
+
+    secret = tmp_path / "refs-target"
+    secret.write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="revision") as info:
+        BertConfig.from_pretrained("org/name", cache_dir=str(tmp_path / "cache"), revision=revision)
+    assert repr(revision) in str(info.value)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_branch_names_with_slashes_are_still_accepted():
+    from pretrained.hub import Source
+
+    assert Source("org/name", revision="refs/pr/1").revision == "refs/pr/1"
+    assert Source("org/name", revision="feature/v1.0", subfolder="a/b/").subfolder == "a/b"

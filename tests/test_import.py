@@ -34,9 +34,29 @@ def test_auto_classes_load_no_architecture():
 
 def test_using_one_architecture_loads_only_that_one(minilm_dir):
     modules = loaded_after(f"from pretrained import AutoConfig\nAutoConfig.from_pretrained({minilm_dir!r})")
-    assert "pretrained.models.bert" in modules
-    assert "pretrained.models.gpt2" not in modules and "pretrained.models.bart" not in modules
+    assert "pretrained.models.bert_config" in modules
+    assert not [m for m in modules if m.startswith(("pretrained.models.gpt2", "pretrained.models.bart"))]
     assert "transformers" not in modules
+
+
+def test_configs_load_without_torch(minilm_dir):
+    """A config alone needs no torch: each family's config class lives in models/<family>_config.py."""
+    modules = loaded_after(
+        "from pretrained import BertConfig, GPT2Config, BartConfig, AutoConfig\n"
+        f"c = AutoConfig.from_pretrained({minilm_dir!r})\n"
+        "assert type(c) is BertConfig and c.hidden_size == 384\n"
+        "assert AutoConfig.for_model('gpt2', n_layer=2).num_hidden_layers == 2\n"
+        "assert BartConfig().num_labels == 3\n"
+        "BertConfig(hidden_size=64).save_pretrained(__import__('tempfile').mkdtemp())")
+    assert "torch" not in modules and "safetensors" not in modules
+    assert not [m for m in modules if m.startswith("pretrained.models.") and not m.endswith("_config")]
+
+
+def test_config_classes_are_reexported_by_their_family():
+    from pretrained.models import bart, bart_config, bert, bert_config, gpt2, gpt2_config
+
+    assert bert.BertConfig is bert_config.BertConfig and gpt2.GPT2Config is gpt2_config.GPT2Config
+    assert bart.BartConfig is bart_config.BartConfig
 
 
 def test_lazy_names():
@@ -47,3 +67,15 @@ def test_lazy_names():
     assert "BertForMaskedLM" in dir(pretrained) and "AutoModelForQuestionAnswering" in pretrained.__all__
     with pytest.raises(AttributeError, match="NoSuchModel"):
         pretrained.NoSuchModel
+
+
+def test_encoder_family_configs_load_without_torch():
+    """DistilBERT, MPNet, RoBERTa / XLM-R / CamemBERT and ModernBERT configs, by name and through AutoConfig."""
+    names = ["DistilBertConfig", "MPNetConfig", "ModernBertConfig", "RobertaConfig", "XLMRobertaConfig",
+             "CamembertConfig"]
+    modules = loaded_after(
+        f"import pretrained\nfor name in {names!r}:\n    getattr(pretrained, name)()\n"
+        "for model_type in ('distilbert', 'mpnet', 'modernbert', 'roberta', 'xlm-roberta', 'camembert'):\n"
+        "    assert pretrained.AutoConfig.for_model(model_type).model_type == model_type")
+    assert "torch" not in modules
+    assert not [m for m in modules if m.startswith("pretrained.models.") and not m.endswith("_config")]

@@ -214,8 +214,8 @@ def test_writes_safetensors_by_default(tmp_path):
     assert_same_state(load_file(tmp_path / "model.safetensors"), state)
     from safetensors import safe_open
 
-    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
-        assert f.metadata() == {"format": "pt"}
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:  # the save id marks the files of one save
+        assert f.metadata()["format"] == "pt" and set(f.metadata()) == {"format", "pretrained_save_id"}
 
 
 def test_writes_bin_without_safe_serialization(tmp_path):
@@ -267,7 +267,9 @@ def test_stale_weight_files_of_an_earlier_save_are_removed(tmp_path):
     write_weights(small_state(1), str(tmp_path), safe_serialization=False)
     assert sorted(os.listdir(tmp_path)) == ["README.md", "pytorch_model.bin"]
     write_weights(small_state(2), str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == ["README.md", "model.safetensors"]
+    # A single pytorch_model.bin carries no mark of who wrote it: it stays (as with transformers); loads prefer
+    # the model.safetensors just written.
+    assert sorted(os.listdir(tmp_path)) == ["README.md", "model.safetensors", "pytorch_model.bin"]
     assert_same_state(read_weights(find_weights(Source(tmp_path)))[0], small_state(2))
 
 

@@ -15,38 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..configuration import PretrainedConfig
 from ..layers import (Activation, as_batch, attend, check_attention_mask, check_heads, check_input_ids, check_length,
                       check_position_ids, classification_loss, Linear, merge_heads, padding_mask, split_heads,
                       token_loss)
 from ..modeling import PreTrainedModel
+from .bert_config import BertConfig  # re-exported: the config lives in a torch-free module
 from ..outputs import (BaseModelOutput, BaseModelOutputWithPooling, MaskedLMOutput, QuestionAnsweringModelOutput,
                        SequenceClassifierOutput, TokenClassifierOutput)
-
-
-class BertConfig(PretrainedConfig):
-    model_type = "bert"
-
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
-    pad_token_id: Optional[int] = 0
-    bos_token_id: Optional[int] = None
-    eos_token_id: Optional[int] = None
-    use_cache: bool = True
-    classifier_dropout: Optional[float] = None
-    is_decoder: bool = False
-    add_cross_attention: bool = False
-    tie_word_embeddings: bool = True
 
 
 class BertEmbeddings(nn.Module):
