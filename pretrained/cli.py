@@ -1,6 +1,7 @@
 """The `pretrained` command.
 
     pretrained run [MODEL] TEXT...     load a checkpoint, run it on the texts, print a readable result
+    pretrained chat MODEL              talk to a chat model in the terminal (its chat template, streamed replies)
     pretrained download ID             fetch a Hub checkpoint into the cache (shared with transformers)
     pretrained cache                   list the checkpoints in the cache
 
@@ -180,29 +181,50 @@ def _print_similarities(sims, texts: list[str], name: str) -> None:
 
 
 def _run_sentence_folder(model_name: str, folder: str, texts: list[str], args: argparse.Namespace) -> bool:
-    """`run` for sentence-transformers folders and rerankers; False when the folder is neither.
+    """`run` for sentence-transformers folders and cross-encoders; False when the folder is neither.
 
-    A reranker (a sequence-classification checkpoint that sentence-transformers marks as a CrossEncoder, or that
-    has a single label; see `sentence.is_reranker`) ranks the texts after the first against the first. A folder
-    with modules.json is run as a SentenceTransformer: its own pooling, normalisation and prompts."""
+    A cross-encoder (a sequence-classification checkpoint that sentence-transformers marks as a CrossEncoder, or
+    that has a single label; see `sentence.is_reranker`) scores the texts after the first against the first:
+    with one label it ranks them (a reranker), with several it prints each label's probability per pair. A
+    folder with modules.json is run as a SentenceTransformer: its own pooling, normalisation and prompts."""
     from . import sentence
 
+    load = {"model_name_or_path": folder}
+    if not os.path.isdir(model_name):
+        # `download` fetched config, weights and tokenizer into the snapshot `folder` (named by its commit); the
+        # sentence-transformers files come from the same commit (no request when cached), the module folders
+        # (1_Pooling, 2_Dense) through the classes' own loading.
+        from .hub import Source
+
+        source = Source(model_name, revision=os.path.basename(os.path.normpath(folder)))
+        for name in ("modules.json", "config_sentence_transformers.json"):
+            source.file(name)
+        load = {"model_name_or_path": model_name, "revision": source.commit}
     if sentence.is_reranker(folder):
         if len(texts) < 2:
             raise SystemExit("error: a reranker needs a query and at least one document: run MODEL QUERY DOC...")
-        model = sentence.CrossEncoder(folder)
+        model = sentence.CrossEncoder(**load)
         print(f"model: {model_name} (CrossEncoder: {type(model.model).__name__}, "
               f"{model.model.num_parameters() / 1e6:.1f}M parameters, scores through "
               f"{type(model.activation_fn).__name__})")
         print(f"\nquery: {texts[0]!r}")
-        for place, hit in enumerate(model.rank(texts[0], texts[1:]), 1):
-            print(f"  {place}. {hit['score']:8.4f}  {_short(texts[1 + hit['corpus_id']], 70)!r}")
+        if model.num_labels == 1:
+            for place, hit in enumerate(model.rank(texts[0], texts[1:]), 1):
+                print(f"  {place}. {hit['score']:8.4f}  {_short(texts[1 + hit['corpus_id']], 70)!r}")
+            return True
+        # a cross-encoder with several labels (e.g. NLI): each label's probability for each (first, text) pair
+        probs = model.predict([(texts[0], t) for t in texts[1:]], apply_softmax=True, convert_to_tensor=True)
+        labels = model.config.id2label
+        for text, p in zip(texts[1:], probs):
+            print(f"\n{text!r}")
+            for i in p.argsort(descending=True).tolist():
+                print(f"  {labels.get(i, f'LABEL_{i}'):<20} {p[i].item():.4f}")
         return True
     if not os.path.isfile(os.path.join(folder, "modules.json")):
         return False
     if not texts:
         raise SystemExit("error: give at least one TEXT to run the model on")
-    model = sentence.SentenceTransformer(folder)
+    model = sentence.SentenceTransformer(**load)
     chain = " -> ".join(_describe_module(m) for m in model)
     print(f"model: {model_name} (SentenceTransformer: {type(model[0].auto_model).__name__}, "
           f"{model[0].auto_model.num_parameters() / 1e6:.1f}M parameters)")
@@ -302,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None, help="fills shown per [MASK]; top-k for sampling")
     add_sentence_flags(p)
     add_generation_flags(p)
+    p.add_argument("--raw", action="store_true",
+                   help="continue the text as it is, without the tokenizer's chat template")
+    add_chat_parser(sub)
     p = sub.add_parser("download", help="fetch a Hub checkpoint into the cache and print its folder",
                        description="Download config.json, one weights format (all shards) and the tokenizer files "
                                    "of ID into the Hub cache ($HF_HUB_CACHE, shared with transformers).")
@@ -313,7 +338,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force-download", action="store_true", help="download again even when cached")
     p = sub.add_parser("cache", help="list the checkpoints in the Hub cache, with revision and size")
     p.add_argument("--cache-dir", help="cache folder (default: $HF_HUB_CACHE)")
+    add_batch_commands(sub)
     return parser
+
+
+# -- corpus-scale jobs: pretrained embed | classify | generate MODEL INPUT OUTPUT ---------------------------
+BATCH_HELP = {
+    "embed": "sentence embeddings of every text in INPUT (the checkpoint's own pooling)",
+    "classify": "the label and its probability for every text in INPUT",
+    "generate": "a completion for every prompt in INPUT",
+}
+
+
+def add_batch_commands(sub) -> None:
+    for task, text in BATCH_HELP.items():
+        p = sub.add_parser(task, help=text, description=(
+            f"{text[0].upper() + text[1:]}. INPUT: a .txt (a text a line), .jsonl, .csv or .parquet file, a folder or "
+            "glob of them, or - for stdin. OUTPUT: .parquet, .jsonl" + (" or .npy" if task == "embed" else "") +
+            ". Output is written in parts as it goes: rerun the same command after a crash to resume."))
+        p.add_argument("model", help="folder or Hub id")
+        p.add_argument("input", help="file, folder, glob or - (stdin)")
+        p.add_argument("output", help="output file (.parquet, .jsonl" + (", .npy)" if task == "embed" else ")"))
+        p.add_argument("--text-column", default="text", help="column holding the texts (default: text)")
+        p.add_argument("--id-column", help="column identifying each row, kept in the output")
+        p.add_argument("--batch-size", type=int, default=8 if task == "generate" else 32)
+        p.add_argument("--part-size", type=int, default=256 if task == "generate" else 4096,
+                       help="rows per output part (the unit of resume)")
+        p.add_argument("--on-error", choices=("skip", "fail"), default="fail",
+                       help="a bad row (e.g. a text that is not a string): skip it, or stop (default)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local (default) or ray: the same job on Ray Data (pip install \"pretrained[ray]\")")
+        p.add_argument("--ray-address", help="Ray cluster to join (e.g. auto); default: start a local one")
+        p.add_argument("--num-workers", type=int, default=None, help="Ray actors, each with the model loaded once")
+        if task != "generate":
+            p.add_argument("--max-length", type=int, default=None, help="truncate texts to this many tokens")
+        if task == "embed":
+            p.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
+            p.add_argument("--prompt-name", help="a prompt of the checkpoint's config_sentence_transformers.json")
+        if task == "generate":
+            p.add_argument("--raw", action="store_true", help="prompts as they are, without the chat template")
+            p.add_argument("--top-k", type=int, default=None)
+            add_generation_flags(p)
+
+
+def run_batch(args: argparse.Namespace) -> None:
+    from . import batch
+
+    common = dict(text_column=args.text_column, id_column=args.id_column, batch_size=args.batch_size,
+                  part_size=args.part_size, on_error=args.on_error,
+                  show_progress_bar=False if args.no_progress else None, engine=args.engine,
+                  ray_address=args.ray_address, num_workers=args.num_workers)
+    if args.command == "embed":
+        summary = batch.embed(args.model, args.input, args.output, max_length=args.max_length,
+                              normalize=args.normalize, prompt_name=args.prompt_name, **common)
+    elif args.command == "classify":
+        summary = batch.classify(args.model, args.input, args.output, max_length=args.max_length, **common)
+    else:
+        summary = batch.generate(args.model, args.input, args.output, raw=args.raw,
+                                 max_new_tokens=args.max_new_tokens, do_sample=args.do_sample or None,
+                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                 num_beams=args.num_beams, repetition_penalty=args.repetition_penalty,
+                                 no_repeat_ngram_size=args.no_repeat_ngram_size, seed=args.seed, **common)
+    for row_id, reason in summary.failed:
+        print(f"skipped row {row_id!r}: {reason}", file=sys.stderr)
+    print(summary, file=sys.stderr)
 
 
 def download(model_name: str, **options) -> str:
@@ -346,6 +435,25 @@ def _size(n: int) -> str:
         if n < 1024 or unit == "G":
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
         n /= 1024
+
+
+def add_chat_parser(sub) -> None:
+    """`pretrained chat MODEL [--system TEXT]` with run's decoding flags."""
+    p = sub.add_parser("chat", help="talk to a chat model in the terminal",
+                       description="Talk to MODEL (a folder or Hub id whose tokenizer has a chat template): each "
+                                   "line you type is a message, the reply is streamed, the conversation is kept. "
+                                   "/reset forgets it, /exit or Ctrl-D quits, Ctrl-C stops a reply.")
+    p.add_argument("model", help="folder or Hub id")
+    p.add_argument("--system", help="system prompt (default: the template's own, if any)")
+    p.add_argument("--top-k", type=int, default=None, help="top-k for sampling")
+    add_generation_flags(p)
+
+
+def chat(model_name: str, args: argparse.Namespace) -> None:
+    from . import chat as session
+
+    folder = model_name if os.path.isdir(model_name) else download(model_name)
+    session.main(model_name, folder, args)
 
 
 def add_sentence_flags(p: argparse.ArgumentParser) -> None:
@@ -381,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
                            cache_dir=args.cache_dir, force_download=args.force_download))
         elif args.command == "cache":
             print_cache(args.cache_dir)
+        elif args.command in BATCH_HELP:
+            run_batch(args)
+        elif args.command == "chat":
+            chat(args.model, args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

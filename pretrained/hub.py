@@ -176,13 +176,15 @@ class Source:
     def listdir(self, folder: str) -> list[str]:
         """Names of the files directly inside `folder` of the folder or repo; [] when there are none, or when the
         repo's file list is unknown (offline with a cache that has no listing)."""
+        _checked_relative(folder, "folder name")
         if self.is_local:
             path = os.path.join(self.name_or_path, self.subfolder, folder)
             return sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n))) \
                 if os.path.isdir(path) else []
         self._resolve()
         prefix = self._path_in_repo(folder).rstrip("/") + "/"
-        return sorted(f[len(prefix):] for f in self._files or () if f.startswith(prefix) and "/" not in f[len(prefix):])
+        return sorted(name[len(prefix):] for name in self._files or ()
+                      if name.startswith(prefix) and "/" not in name[len(prefix):])
 
     @property
     def cache_folder(self) -> str:

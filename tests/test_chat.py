@@ -332,3 +332,177 @@ def test_without_jinja2_the_error_names_the_extra(folders, monkeypatch):
     finally:
         tokenization._chat_environment.cache_clear()
         tokenization.compile_chat_template.cache_clear()
+
+
+# ---------------------------------------------------------------------------------------------- pretrained chat
+
+import select  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from conftest import perturb  # noqa: E402
+from pretrained import cli  # noqa: E402
+from pretrained.chat import ChatSession, repl  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def chat_dir(tmp_path_factory):
+    """A tiny GPT-2 with a Qwen2.5-shaped tokenizer and its chat template. Weights are scaled up so that the
+    replies depend on the context; the special tokens' output rows copy an ordinary token's, so that greedy
+    decoding (which takes the lowest id of a tie) never ends a reply early: each runs to max_new_tokens."""
+    folder = tokenizer_files.byte_level_bpe(tmp_path_factory.mktemp("chat-gpt2"), "qwen2", model_type="gpt2")
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    end = tok.convert_tokens_to_ids("<|endoftext|>")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=len(tok), n_positions=1024,
+                                     bos_token_id=end, eos_token_id=end, tie_word_embeddings=False)
+    model = transformers.GPT2LMHeadModel(config)
+    perturb(model)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(25)
+        model.transformer.wte.weight.mul_(10)
+        model.transformer.wpe.weight.mul_(10)
+        for token in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+            model.lm_head.weight[tok.convert_tokens_to_ids(token)] = model.lm_head.weight[5]
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(chat_dir):
+    """transformers' greedy reply to a conversation, through its apply_chat_template and generate."""
+    tok = transformers.AutoTokenizer.from_pretrained(chat_dir)
+    model = transformers.GPT2LMHeadModel.from_pretrained(chat_dir).eval()
+    stop = [tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")]
+
+    def reply(messages, max_new_tokens=8, prefixes=False):
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=False)
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop,
+                                 pad_token_id=stop[0])[0, ids.shape[1]:]
+        if prefixes:  # the text after each new token
+            return [tok.decode(out[:n], skip_special_tokens=True) for n in range(1, len(out) + 1)]
+        return tok.decode(out, skip_special_tokens=True)
+
+    reply.raw = lambda text, max_new_tokens=8: tok.decode(model.generate(
+        tok(text, return_tensors="pt").input_ids, max_new_tokens=max_new_tokens, do_sample=False,
+        pad_token_id=stop[0])[0], skip_special_tokens=True)
+    return reply
+
+
+def _chat(folder, *args, stdin: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "pretrained.cli", "chat", folder, *args], input=stdin, text=True,
+                          encoding="utf-8", capture_output=True, cwd=ROOT, env=env, timeout=120)
+
+
+def _replies(stdout: str) -> list[str]:
+    """What followed each `>>> ` prompt, without the newline that ends a reply."""
+    return [chunk.removesuffix("\n") for chunk in stdout.split(">>> ")[1:]]
+
+
+def test_chat_keeps_the_history_across_turns(chat_dir, reference):
+    """Turn 2 is answered with turn 1 in the prompt; /reset starts over (the system prompt stays)."""
+    run = _chat(chat_dir, "--system", "Be brief.", "--max-new-tokens", "8",
+                stdin="Hello there\nWhat is the capital of France?\n/reset\nWhat is the capital of France?\n")
+    assert run.returncode == 0, run.stderr
+    assert "GPT2LMHeadModel" in run.stdout.split(">>> ")[0]
+    first, second, reset, third, end = _replies(run.stdout)
+    system = {"role": "system", "content": "Be brief."}
+    turn1 = [system, {"role": "user", "content": "Hello there"}]
+    assert first == reference(turn1)
+    turn2 = turn1 + [{"role": "assistant", "content": first},
+                     {"role": "user", "content": "What is the capital of France?"}]
+    assert second == reference(turn2)
+    alone = [system, {"role": "user", "content": "What is the capital of France?"}]
+    assert second != reference(alone)  # the history changed the reply: the test can tell
+    assert reset == "(conversation forgotten)"
+    assert third == reference(alone)
+    assert end == ""  # the end of input ends the session cleanly
+
+
+def test_ctrl_c_stops_a_reply_and_keeps_the_session(chat_dir, reference):
+    """SIGINT while a long reply streams: the reply stops, the part written joins the history, the next
+    message is answered with it, and /exit ends the session with status 0."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pretrained.cli", "chat", chat_dir, "--max-new-tokens", "300"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=env)
+    try:
+        proc.stdin.write("Tell me a long story\n".encode())
+        proc.stdin.flush()
+        seen, deadline = b"", time.time() + 60
+        while seen.count(b">>> ") < 1 or len(seen.split(b">>> ", 1)[1]) < 3:  # the reply has started
+            assert time.time() < deadline and proc.poll() is None, seen
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                seen += os.read(proc.stdout.fileno(), 4096)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate("Go on\n/exit\n".encode(), timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err.decode()
+    story, next_reply, *_ = _replies((seen + out).decode("utf-8"))
+    story, rest = story.split("\n(stopped)")
+    assert rest == ""
+    # What was written is the start of the uninterrupted reply, cut before its end.
+    full = reference([{"role": "user", "content": "Tell me a long story"}], 300, prefixes=True)
+    assert story in full[:-1]
+    history = [{"role": "user", "content": "Tell me a long story"}, {"role": "assistant", "content": story},
+               {"role": "user", "content": "Go on"}]
+    assert next_reply == reference(history, 300)
+
+
+def test_run_uses_the_chat_template(chat_dir, reference, capsys):
+    assert cli.main(["run", chat_dir, "Hello there", "--max-new-tokens", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "chat template applied" in out
+    assert out.rstrip("\n").split("\n\n", 1)[1] == reference([{"role": "user", "content": "Hello there"}])
+    assert cli.main(["run", chat_dir, "Hello there", "--max-new-tokens", "8", "--raw"]) == 0
+    out = capsys.readouterr().out
+    assert "chat template" not in out
+    assert out.rstrip("\n").split("\n\n", 1)[1] == reference.raw("Hello there")
+
+
+def test_chat_needs_a_chat_template(chat_dir, tmp_path, capsys):
+    shutil.copytree(chat_dir, tmp_path, dirs_exist_ok=True)
+    with open(tmp_path / "tokenizer_config.json", encoding="utf-8") as f:
+        config = json.load(f)
+    del config["chat_template"]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert cli.main(["chat", str(tmp_path)]) == 1
+    assert "has no chat template" in capsys.readouterr().err
+    assert cli.main(["chat", chat_dir, "--num-beams", "2"]) == 1
+    assert "beam search" in capsys.readouterr().err
+
+
+def test_session_drops_the_oldest_turns_to_fit_and_ctrl_c_at_the_prompt(chat_dir):
+    """In-process: a conversation past the model's positions loses its oldest turns (with a note); Ctrl-C at
+    the prompt, an empty line and /help do not end the session; commands are not sent as messages."""
+    import io
+
+    tok = AutoTokenizer.from_pretrained(chat_dir)
+    from pretrained import AutoModelForCausalLM
+
+    out = io.StringIO()
+    session = ChatSession(AutoModelForCausalLM.from_pretrained(chat_dir), tok, options={"max_new_tokens": 6},
+                          out=out)
+    lines = iter(["first message", KeyboardInterrupt, "", "/help", "second message", "third message", "/bye"])
+
+    def read(prompt):
+        out.write(prompt)
+        line = next(lines)
+        if line is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        return line
+
+    session.max_positions = len(session.prompt_ids([{"role": "user", "content": "first message"}])[0]) + 30
+    with torch.inference_mode():
+        repl(session, read=read, out=out)
+    text = out.getvalue()
+    assert text.count("Ctrl-C stops a reply") == 2  # after Ctrl-C at the prompt, and for /help
+    assert "(the oldest turn was dropped" in text
+    assert [m["content"] for m in session.turns if m["role"] == "user"] == ["third message"]
+    assert all(len(m["content"]) > 0 for m in session.turns)
