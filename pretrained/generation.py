@@ -35,7 +35,7 @@ from torch import Tensor
 from .atomic import atomic_write
 from .configuration import ConfigError, read_config_dict
 from .hub import Source, pop_hub_options
-from .layers import KVCache, check_input_ids
+from .layers import KVCache, as_ids_tensor, check_input_ids
 from .outputs import BaseModelOutput, ModelOutput
 
 logger = logging.getLogger(__name__)
@@ -843,8 +843,9 @@ class GenerationMixin:
             if cfg.bos_token_id is None:
                 raise ValueError("input_ids is None and bos_token_id is not set: give a prompt")
             input_ids = torch.full((1, 1), cfg.bos_token_id, dtype=torch.long, device=device)
-        if not isinstance(input_ids, Tensor):
-            raise TypeError(f"input_ids must be a tensor of token ids, got {type(input_ids).__name__}")
+        input_ids = as_ids_tensor(input_ids).to(device)
+        if attention_mask is not None:
+            attention_mask = as_ids_tensor(attention_mask, "attention_mask").to(device)
         if input_ids.dim() == 1:
             input_ids = input_ids[None]
             if attention_mask is not None and attention_mask.dim() == 1:

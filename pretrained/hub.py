@@ -167,7 +167,8 @@ class Source:
             return path
         if not self.is_local and self._why_no_network and not self._known_absent(self._path_in_repo(filename)):
             raise NotCachedError(
-                f"'{filename}' of {self} is not in the cache ({self.cache_folder}) and {self._why_no_network}. "
+                f"'{filename}' of {self} is not in the cache ({self.cache_folder}){self._no_folder_hint()} and "
+                f"{self._why_no_network}. "
                 f"{self._how_to_go_online()}")
         where = "" if self.is_local else f" (its files: {_endpoint()}/{self.name_or_path}/tree/{self.commit})"
         raise MissingFileError(f"{self} has no file '{filename}'{where}")
@@ -223,8 +224,8 @@ class Source:
             self.commit = self._cached_commit(revision)
             if self.commit is None:
                 raise NotCachedError(
-                    f"{self} is not in the cache ({self.cache_folder}) and {self._why_no_network}. "
-                    f"{self._how_to_go_online()}")
+                    f"{self} is not in the cache ({self.cache_folder}){self._no_folder_hint()} and "
+                    f"{self._why_no_network}. {self._how_to_go_online()}")
         else:
             self._ask_hub(revision)
         self._files = self._files if self._files is not None else self._cached_tree()
@@ -251,8 +252,9 @@ class Source:
             self.commit = self._cached_commit(revision)
             if self.commit is None:
                 raise NotCachedError(
-                    f"{self} is not in the cache ({self.cache_folder}) and {self._why_no_network}. "
-                    f"Check your network connection (and HF_ENDPOINT), then try again.") from None
+                    f"{self} is not in the cache ({self.cache_folder}){self._no_folder_hint()} and "
+                    f"{self._why_no_network}. Check your network connection (and HF_ENDPOINT), then try "
+                    f"again.") from None
             logger.warning("%s: %s; using the cached commit %s", self, self._why_no_network, self.commit)
             return
         self.commit = info.sha
@@ -391,6 +393,10 @@ class Source:
             logger.debug("could not write %s: %s", marker, error)
 
     # ---------------------------------------------------------------------------------------- errors
+    def _no_folder_hint(self) -> str:
+        """For a name that was taken as a Hub id because no folder has it: say so (a mistyped folder name)."""
+        return f", and there is no local folder named '{self.name_or_path}'"
+
     def _how_to_go_online(self) -> str:
         if self.local_files_only:
             return (f"Drop local_files_only=True to download it, or run `pretrained download {self.name_or_path}` "
@@ -428,7 +434,7 @@ class Source:
 
     def _not_cached(self, path_in_repo: str, error) -> NotCachedError:
         return NotCachedError(
-            f"'{path_in_repo}' of {self} is not in the cache ({self.cache_folder}) and the Hub at "
+            f"'{path_in_repo}' of {self} is not in the cache ({self.cache_folder}){self._no_folder_hint()} and the Hub at "
             f"{_endpoint()} could not be reached ({_short(error)}). Check your network connection, then try again.")
 
 

@@ -213,8 +213,24 @@ def check_length(length: int, max_positions: int, what: str = "sequence") -> Non
                          f"({max_positions}); truncate the input")
 
 
+def as_ids_tensor(ids, name: str = "input_ids") -> Tensor:
+    """A tensor as it is; a Python list (or tuple) of token ids, flat or one list per row, as a long tensor, as
+    users expect from transformers' tokenizers' output; anything else raises TypeError naming it."""
+    if isinstance(ids, Tensor):
+        return ids
+    if isinstance(ids, (list, tuple)):
+        try:
+            return torch.tensor(ids, dtype=torch.long)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+            raise ValueError(f"{name} must be a tensor or a (rectangular) list of integer token ids; "
+                             f"converting the list failed: {e}") from None
+    raise TypeError(f"{name} must be a tensor (or a list) of token ids, got {type(ids).__name__}")
+
+
 def as_batch(input_ids: Tensor, name: str = "input_ids") -> Tensor:
-    """Accept (T,) ids as a batch of one; anything but 1 or 2 dimensions raises ValueError."""
+    """Accept (T,) ids as a batch of one, and Python lists as tensors; anything but 1 or 2 dimensions raises
+    ValueError."""
+    input_ids = as_ids_tensor(input_ids, name)
     if input_ids.dim() == 1:
         return input_ids[None]
     if input_ids.dim() != 2:
@@ -432,6 +448,54 @@ class KVCache:
         self._cross = [None if kv is None else tuple(t.index_select(0, index.to(t.device)) for t in kv)
                        for kv in self._cross]
         return self
+
+    def pad_left(self, n: int) -> "KVCache":
+        """Put `n` empty places before the cached tokens of every row, in place.
+
+        Rows of different lengths share one cache this way (the serving scheduler's running batch): each row
+        is left-padded to the batch's length, and the attention mask hides the empty places (zeros here)."""
+        if n <= 0:
+            return self
+        for i, (k, v) in enumerate(zip(self._keys, self._values)):
+            if k is None:
+                continue
+            L = self._lengths[i]
+            B, nh, _, hs = k.shape
+            capacity = -(-max(self.capacity, n + L + 1) // self._ROUND) * self._ROUND
+            new_k, new_v = k.new_zeros(B, nh, capacity, hs), v.new_zeros(B, nh, capacity, v.size(3))
+            new_k[:, :, n:n + L] = k[:, :, :L]
+            new_v[:, :, n:n + L] = v[:, :, :L]
+            self._keys[i], self._values[i], self._lengths[i] = new_k, new_v, n + L
+        return self
+
+    def drop_left(self, n: int) -> "KVCache":
+        """Remove the first `n` cached places of every row (places the attention mask hides in all rows)."""
+        if n <= 0:
+            return self
+        for i, (k, v) in enumerate(zip(self._keys, self._values)):
+            if k is not None:
+                L = self._lengths[i]
+                self._keys[i] = k[:, :, n:].clone()
+                self._values[i] = v[:, :, n:].clone()
+                self._lengths[i] = L - n
+        return self
+
+    @classmethod
+    def cat(cls, caches: list["KVCache"]) -> "KVCache":
+        """One cache holding the rows of `caches` one after the other; they must hold the same number of tokens
+        (pad the shorter ones with `pad_left` first). Self-attention caches only."""
+        lengths = {c.get_seq_length() for c in caches}
+        if len(lengths) != 1:
+            raise ValueError(f"KVCache.cat needs caches of one length, got lengths {sorted(lengths)}")
+        if any(kv is not None for c in caches for kv in c._cross):
+            raise ValueError("KVCache.cat does not join cross-attention caches")
+        out = cls(capacity=max(c.capacity for c in caches))
+        L = lengths.pop()
+        for i in range(len(caches[0]._keys)):
+            out._keys.append(torch.cat([c._keys[i][:, :, :L] for c in caches]))
+            out._values.append(torch.cat([c._values[i][:, :, :L] for c in caches]))
+            out._lengths.append(L)
+        return out
 
     def repeat_interleave(self, repeats: int) -> "KVCache":
         """Each batch row `repeats` times in a row (B -> B * repeats), as beam search expands a prompt."""

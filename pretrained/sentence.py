@@ -181,13 +181,13 @@ def _fill(keep: Tensor, rows: list[list[int]], value: int) -> Tensor:
     return out
 
 
-def _batches(n_texts: int, batch_size: int, show_progress_bar: bool):
-    starts = range(0, n_texts, batch_size)
-    if not show_progress_bar:
-        return starts
-    from tqdm.auto import tqdm  # installed with huggingface_hub
+def _progress_bar(total_batches: int, show: bool):
+    """A tqdm bar over the batches (tqdm is installed with huggingface_hub), or None."""
+    if not show:
+        return None
+    from tqdm.auto import tqdm
 
-    return tqdm(starts, desc="Batches", total=math.ceil(n_texts / batch_size))
+    return tqdm(total=total_batches, desc="Batches")
 
 
 def _show_progress(show_progress_bar: Optional[bool]) -> bool:
@@ -807,7 +807,7 @@ def _run_sorted(model: SentenceTransformer, texts: list[str], batch_size: int, p
     n = len(texts)
     out: Optional[Tensor] = None
     rows_out: list = [None] * n
-    bar = _batches(n, batch_size, progress) if progress else None
+    bar = _progress_bar(sum(math.ceil(min(CHUNK, n - lo) / batch_size) for lo in range(0, n, CHUNK)), progress)
     for lo in range(0, n, CHUNK):
         chunk = texts[lo:lo + CHUNK]
         tokens = transformer.tokenize(chunk)
@@ -1058,7 +1058,7 @@ class CrossEncoder(nn.Module):
         tokens = self.transformer.tokenize(pairs)
         order = sorted(range(len(pairs)), key=lambda i: -len(tokens["input_ids"][i]))
         scores = None
-        bar = _batches(len(pairs), batch_size, True) if _show_progress(show_progress_bar) else None
+        bar = _progress_bar(math.ceil(len(pairs) / batch_size), _show_progress(show_progress_bar))
         for start in range(0, len(pairs), batch_size):
             rows = order[start:start + batch_size]
             features = self.transformer.collate(tokens, rows, self.device)

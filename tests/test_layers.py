@@ -85,3 +85,28 @@ def test_gpt2_fast_path_follows_weight_changes(monkeypatch):
     with torch.inference_mode():
         fast = model(ids).logits
     assert (fast - exact).abs().max() <= 1e-5
+
+
+def test_kv_cache_rows_of_different_lengths_share_one_cache():
+    """pad_left / cat / drop_left, as the serving scheduler joins and trims rows: contents stay in place."""
+    from pretrained.layers import KVCache
+
+    g = torch.Generator().manual_seed(0)
+    a, b = KVCache(), KVCache()
+    ka, va = torch.randn(1, 2, 5, 4, generator=g), torch.randn(1, 2, 5, 4, generator=g)
+    kb, vb = torch.randn(1, 2, 3, 4, generator=g), torch.randn(1, 2, 3, 4, generator=g)
+    for layer in range(2):
+        a.update(layer, ka, va)
+        b.update(layer, kb, vb)
+    joined = KVCache.cat([a, b.pad_left(2)])
+    assert joined.get_seq_length() == 5
+    step_k, step_v = torch.randn(2, 2, 1, 4, generator=g), torch.randn(2, 2, 1, 4, generator=g)
+    k, v = joined.update(0, step_k, step_v)  # (2, 2, 6, 4): the next step appends after the padding
+    assert torch.equal(k[0, :, :5], ka[0]) and torch.equal(k[1, :, 2:5], kb[0]) and torch.equal(v[1, :, 2:5], vb[0])
+    assert torch.equal(k[1, :, :2], torch.zeros(2, 2, 4)) and torch.equal(k[:, :, 5:], step_k)
+    joined.reorder(torch.tensor([1])).drop_left(2)  # the long row left; its padding is not needed any more
+    assert joined.get_seq_length(0) == 4 and joined.get_seq_length(1) == 3
+    k, _ = joined.update(1, step_k[1:], step_v[1:])
+    assert torch.equal(k[0, :, :3], kb[0]) and torch.equal(k[0, :, 3:], step_k[1])
+    with pytest.raises(ValueError, match="one length"):
+        KVCache.cat([a, b.drop_left(1)])

@@ -43,10 +43,23 @@ def diff(a, b) -> float:
 
 # --------------------------------------------------------------------------------------------- fixtures
 # Tiny encoders of each family pretrained supports, built and saved by transformers, with a real tokenizer.
+# They share all-MiniLM-L6-v2's WordPiece tokenizer: the families differ in the model, which is what is tested.
 FAMILIES = {
     "bert": ("BertConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
                                 max_position_embeddings=64)),
+    "distilbert": ("DistilBertConfig", dict(dim=32, n_layers=2, n_heads=2, hidden_dim=37, max_position_embeddings=64)),
+    "mpnet": ("MPNetConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                                  max_position_embeddings=64)),
+    # no token_type_ids in its forward: the tokenizer's are dropped, as sentence-transformers drops them
+    "modernbert": ("ModernBertConfig", dict(hidden_size=32, intermediate_size=24, num_hidden_layers=3,
+                                            num_attention_heads=2, local_attention=4, max_position_embeddings=128,
+                                            pad_token_id=0, bos_token_id=101, eos_token_id=102, cls_token_id=101,
+                                            sep_token_id=102)),
+    # a decoder, as Qwen3-Embedding: last-token pooling, left padding
+    "qwen3": ("Qwen3Config", dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+                                  num_key_value_heads=1, head_dim=16, max_position_embeddings=64, pad_token_id=0)),
 }
+LEFT_PADDED = {"qwen3"}
 
 
 def _save_tiny(minilm_dir: str, folder, family: str, arch: str, **extra) -> str:
@@ -60,6 +73,12 @@ def _save_tiny(minilm_dir: str, folder, family: str, arch: str, **extra) -> str:
     model.eval().save_pretrained(folder)
     for name in TOKENIZER_FILES:
         shutil.copy(os.path.join(minilm_dir, name), folder)
+    if family in LEFT_PADDED:
+        path = os.path.join(folder, "tokenizer_config.json")
+        with open(path) as f:
+            settings = json.load(f)
+        with open(path, "w") as f:
+            json.dump({**settings, "padding_side": "left"}, f)
     return str(folder)
 
 
@@ -133,6 +152,46 @@ def test_saved_module_chains_equal_sentence_transformers(tiny_encoder, tmp_path,
     assert diff(ours.encode(SENTENCES, batch_size=3), theirs.encode(SENTENCES, batch_size=3)) <= TOL
     kw = dict(normalize_embeddings=True, truncate_dim=8, batch_size=5)
     assert diff(ours.encode(SENTENCES, **kw), theirs.encode(SENTENCES, **kw)) <= TOL
+
+
+# Each family as its popular checkpoints use it: all-distilroberta-style CLS + Dense, all-mpnet-base-v2's
+# mean + Normalize, gte-modernbert's CLS + Normalize.
+@pytest.mark.parametrize("family, pooling, dense, normalize", [
+    ("distilbert", "cls", True, False), ("mpnet", "mean", False, True), ("modernbert", "cls", False, True),
+    ("modernbert", "weightedmean", True, False),
+])
+def test_each_family_equals_sentence_transformers(tiny_encoder, tmp_path, family, pooling, dense, normalize):
+    theirs = st_saved(tiny_encoder(family), tmp_path, pooling, dense, normalize)
+    ours = SentenceTransformer(str(tmp_path), device="cpu")
+    assert type(ours[0].auto_model).__name__ == type(theirs[0].model).__name__
+    assert diff(ours.encode(SENTENCES, batch_size=3), theirs.encode(SENTENCES, batch_size=3)) <= TOL
+    kw = dict(prompt="query: ", output_value="token_embeddings")
+    tokens, their_tokens = ours.encode(SENTENCES, **kw), theirs.encode(SENTENCES, **kw)
+    assert max(diff(x, y) for x, y in zip(tokens, their_tokens)) <= TOL
+
+
+def test_decoder_with_last_token_pooling_and_left_padding(minilm_dir, tiny_encoder, tmp_path):
+    """Qwen3-Embedding's layout: a decoder, left padding, last-token pooling, Normalize, an instruction prompt
+    (also left out of a mean with include_prompt=False); a plain *ForCausalLM folder gets last-token pooling."""
+    import sentence_transformers
+
+    theirs = st_saved(tiny_encoder("qwen3"), tmp_path / "last", "lasttoken", normalize=True,
+                      prompts={"query": "Instruct: find the answer\nQuery: "})
+    ours = SentenceTransformer(str(tmp_path / "last"), device="cpu")
+    assert ours.tokenizer.padding_side == "left"
+    for kwargs in ({}, {"prompt_name": "query"}):
+        assert diff(ours.encode(SENTENCES, batch_size=4, **kwargs),
+                    theirs.encode(SENTENCES, batch_size=4, **kwargs)) <= TOL
+    theirs = st_saved(tiny_encoder("qwen3"), tmp_path / "mean", ("mean", "weightedmean", "cls"), include_prompt=False,
+                      prompts={"query": "Instruct: find the answer\nQuery: "})
+    ours = SentenceTransformer(str(tmp_path / "mean"), device="cpu")
+    kw = dict(prompt_name="query", batch_size=4)
+    assert diff(ours.encode(SENTENCES, **kw), theirs.encode(SENTENCES, **kw)) <= TOL
+    causal = _save_tiny(minilm_dir, tmp_path / "causal", "qwen3", "Qwen3ForCausalLM")
+    ours = SentenceTransformer(causal, device="cpu")
+    theirs = sentence_transformers.SentenceTransformer(causal, device="cpu")
+    assert ours[1].modes == ("lasttoken",)
+    assert diff(ours.encode(SENTENCES, batch_size=4), theirs.encode(SENTENCES, batch_size=4)) <= TOL
 
 
 def test_plain_transformers_folder_gets_mean_pooling(tiny_encoder):
@@ -215,12 +274,19 @@ def test_progress_bar_when_asked_and_by_log_level(minilm_dir, capsys):
     assert "Batches" in capsys.readouterr().err
 
 
-def test_empty_input_and_order_kept(minilm_dir):
+def test_empty_input_and_order_kept(minilm_dir, monkeypatch):
+    from pretrained import sentence
+
     ours = SentenceTransformer(minilm_dir, device="cpu")
     assert ours.encode([]).shape == (0,)
     assert ours.encode([], convert_to_tensor=True).shape == (0, 384)
     shuffled = SENTENCES[::-1]
-    assert diff(ours.encode(shuffled, batch_size=2), ours.encode(SENTENCES, batch_size=3)[::-1]) <= TOL
+    expected = ours.encode(SENTENCES, batch_size=3)
+    assert diff(ours.encode(shuffled, batch_size=2), expected[::-1]) <= TOL
+    monkeypatch.setattr(sentence, "CHUNK", 4)  # texts are tokenised and sorted in chunks of CHUNK
+    assert diff(ours.encode(SENTENCES, batch_size=3), expected) <= TOL
+    tokens = ours.encode(SENTENCES, output_value="token_embeddings")
+    assert [len(t) for t in tokens] == [len(ids) for ids in ours.tokenizer(SENTENCES, truncation=True)["input_ids"]]
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -270,11 +336,12 @@ PAIRS = [("How many people live in Berlin?", "Berlin has a population of 3.5 mil
          ("what is the capital of France", "Paris " * 30), ("a", ""), ("Ünïcödé?", "漢字 🙂")]
 
 
-@pytest.mark.parametrize("num_labels", [1, 3])
-def test_cross_encoder_predict_and_rank_equal_sentence_transformers(tiny_classifier, num_labels):
+@pytest.mark.parametrize("family, num_labels", [("bert", 1), ("bert", 3), ("distilbert", 1), ("mpnet", 3),
+                                               ("modernbert", 1)])
+def test_cross_encoder_predict_and_rank_equal_sentence_transformers(tiny_classifier, family, num_labels):
     import sentence_transformers
 
-    folder = tiny_classifier(num_labels=num_labels)
+    folder = tiny_classifier(family, num_labels=num_labels)
     ours = CrossEncoder(folder, device="cpu")
     theirs = sentence_transformers.CrossEncoder(folder, device="cpu")
     assert type(ours.activation_fn) is type(theirs.activation_fn)  # Sigmoid for one label, else Identity
@@ -316,8 +383,10 @@ def test_cross_encoder_max_length_and_saved_folders(tiny_classifier, tmp_path):
     assert diff(again.predict(PAIRS), ours.predict(PAIRS)) <= TOL
 
 
-def test_cross_encoder_bad_pairs(tiny_classifier):
+def test_cross_encoder_bad_pairs_and_progress_bar(tiny_classifier, capsys):
     ours = CrossEncoder(tiny_classifier(num_labels=1), device="cpu")
+    ours.predict(PAIRS, batch_size=2, show_progress_bar=True)
+    assert "Batches" in capsys.readouterr().err
     with pytest.raises(TypeError, match=r"sentences\[1\]\[0\] must be a str, got int"):
         ours.predict([("a", "b"), (1, "c")])
     with pytest.raises(ValueError, match=r"sentences\[0\] must be a pair"):
@@ -364,12 +433,38 @@ def test_cli_ranks_documents_with_a_reranker(tiny_classifier, capsys):
         cli.main(["run", folder, "only a query"])
 
 
-def test_cli_keeps_labels_for_multi_label_classifiers(tiny_classifier, capsys):
+def test_cli_keeps_labels_for_multi_label_classifiers(tiny_classifier, tmp_path, capsys):
+    import sentence_transformers
     from pretrained import cli
 
     assert cli.main(["run", tiny_classifier(num_labels=3), "great film"]) == 0
     out = capsys.readouterr().out
     assert "LABEL_2" in out and "CrossEncoder" not in out
+    # saved by sentence-transformers as a CrossEncoder (an NLI model): label probabilities per pair
+    theirs = sentence_transformers.CrossEncoder(tiny_classifier(num_labels=3), device="cpu")
+    theirs.save(str(tmp_path))
+    assert cli.main(["run", str(tmp_path), "A man eats.", "Someone eats.", "Nobody eats."]) == 0
+    out = capsys.readouterr().out
+    probs = theirs.predict([("A man eats.", "Someone eats."), ("A man eats.", "Nobody eats.")], apply_softmax=True)
+    shown = [float(line.split()[-1]) for line in out.splitlines() if line.strip().startswith("LABEL_")]
+    assert "CrossEncoder" in out and sorted(shown) == pytest.approx(sorted(probs.ravel().tolist()), abs=1e-4)
+
+
+def test_cross_encoder_reads_the_activation_older_releases_saved(tiny_classifier, tmp_path):
+    """sentence-transformers 4-5 kept the activation in config.json (`sentence_transformers.activation_fn`),
+    earlier ones as `sbert_ce_default_activation_function`."""
+    import sentence_transformers
+
+    for key, value in (("sentence_transformers", {"activation_fn": "torch.nn.modules.linear.Identity"}),
+                       ("sbert_ce_default_activation_function", "torch.nn.modules.activation.Tanh")):
+        folder = tmp_path / key
+        shutil.copytree(tiny_classifier(num_labels=1), folder)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, key: value}))
+        ours = CrossEncoder(str(folder), device="cpu")
+        theirs = sentence_transformers.CrossEncoder(str(folder), device="cpu")
+        assert type(ours.activation_fn) is type(theirs.activation_fn) is not torch.nn.Sigmoid
+        assert diff(ours.predict(PAIRS), theirs.predict(PAIRS)) <= TOL
 
 
 # --------------------------------------------------------------------------------------------------- Hub
@@ -393,8 +488,17 @@ def test_hub_id_loads_the_modules_through_the_cache(tiny_encoder, tmp_path):
         hub.reset()
         warm = ok(run_py(code, home=tmp_path / "home", hub=hub))
         calls = [str(h) for h in hub.hits if "/api/agent-harnesses" not in h.path]
-        plain = ok(run_py(code.replace("tiny-st", "plain-encoder"), home=tmp_path / "home", hub=hub))
-    assert plain["modules"] == ["Transformer", "Pooling"]
+        cli_run = ok(run_py("""
+        import contextlib, io
+        from pretrained import cli, SentenceTransformer
+        result["plain"] = [type(m).__name__ for m in SentenceTransformer("plain-encoder", device="cpu")]
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            result["code"] = cli.main(["run", "sentence-transformers/tiny-st", "one text", "another text"])
+        result["out"] = out.getvalue()
+        """, home=tmp_path / "cli-home", hub=hub))
+    assert cli_run["plain"] == ["Transformer", "Pooling"]
+    assert cli_run["code"] == 0 and "Pooling(cls) -> Dense(32->16, GELU) -> Normalize" in cli_run["out"]
     assert cold["modules"] == ["Transformer", "Pooling", "Dense", "Normalize"]
     assert diff(cold["embeddings"], theirs.encode(SENTENCES)) <= TOL
     assert warm["embeddings"] == cold["embeddings"]
