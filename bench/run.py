@@ -434,7 +434,7 @@ def bench_qwen2(reps: int, bandwidth: float, log) -> list[Row]:
         weights_gb = sum(p.numel() * p.element_size() for p in {id(p): p for p in theirs.parameters()}.values()) / 1e9
         rows += generation_rows(f"Qwen2.5-0.5B {dtype}", ours, theirs, why, [(1, 32)], 32, max(2, reps - 2),
                                 {1: 1.2}, log, seq2seq=False, weights_gb=weights_gb, bandwidth=bandwidth)
-        del ours, theirs, outs
+        ours = theirs = outs = run_ours = None  # free both models before the next dtype
     return rows
 
 

@@ -35,7 +35,7 @@ from torch import Tensor
 from .atomic import atomic_write
 from .configuration import ConfigError, read_config_dict
 from .hub import Source, pop_hub_options
-from .layers import KVCache, check_input_ids
+from .layers import KVCache, as_ids_tensor, check_input_ids
 from .outputs import BaseModelOutput, ModelOutput
 
 logger = logging.getLogger(__name__)
@@ -843,8 +843,9 @@ class GenerationMixin:
             if cfg.bos_token_id is None:
                 raise ValueError("input_ids is None and bos_token_id is not set: give a prompt")
             input_ids = torch.full((1, 1), cfg.bos_token_id, dtype=torch.long, device=device)
-        if not isinstance(input_ids, Tensor):
-            raise TypeError(f"input_ids must be a tensor of token ids, got {type(input_ids).__name__}")
+        input_ids = as_ids_tensor(input_ids).to(device)
+        if attention_mask is not None:
+            attention_mask = as_ids_tensor(attention_mask, "attention_mask").to(device)
         if input_ids.dim() == 1:
             input_ids = input_ids[None]
             if attention_mask is not None and attention_mask.dim() == 1:
@@ -1008,9 +1009,37 @@ class TextStreamer:
         out.flush()
 
 
+def cli_options(args) -> dict:
+    """generate() keyword arguments from the decoding flags of `pretrained run` / `pretrained chat` (unset
+    flags left out, so that generation_config.json's values apply)."""
+    options = {
+        "max_new_tokens": getattr(args, "max_new_tokens", None),
+        "do_sample": True if getattr(args, "do_sample", False) else None,
+        "temperature": getattr(args, "temperature", None),
+        "top_k": getattr(args, "top_k", None),
+        "top_p": getattr(args, "top_p", None),
+        "num_beams": getattr(args, "num_beams", None),
+        "repetition_penalty": getattr(args, "repetition_penalty", None),
+        "no_repeat_ngram_size": getattr(args, "no_repeat_ngram_size", None),
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def end_of_turn_ids(eos_token_id, tokenizer) -> list[int]:
+    """Where a chat reply ends: the model's eos ids (one or several) and the tokenizer's eos token, which chat
+    templates write to close a turn (<|im_end|>, <|eot_id|>, </s>)."""
+    ids = [] if eos_token_id is None else list(_as_list(eos_token_id))
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
 def cli_generate(model_name: str, config, texts: list[str], args) -> None:
     """`pretrained run MODEL "prompt"` for GPT-2 and BART checkpoints: generate from each prompt and print it,
-    streaming the tokens of causal models as they come."""
+    streaming the tokens of causal models as they come.
+
+    When the tokenizer has a chat template (and `args.raw` is not set), each prompt is sent as a user message
+    through it, and the model's reply is printed, ending at the model's or the tokenizer's eos token."""
     from . import auto
     from .tokenization import AutoTokenizer
 
@@ -1022,32 +1051,30 @@ def cli_generate(model_name: str, config, texts: list[str], args) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_name)
     if getattr(args, "seed", None) is not None:
         torch.manual_seed(args.seed)
-    options = {
-        "max_new_tokens": getattr(args, "max_new_tokens", None),
-        "do_sample": True if getattr(args, "do_sample", False) else None,
-        "temperature": getattr(args, "temperature", None),
-        "top_k": getattr(args, "top_k", None),
-        "top_p": getattr(args, "top_p", None),
-        "num_beams": getattr(args, "num_beams", None),
-        "repetition_penalty": getattr(args, "repetition_penalty", None),
-        "no_repeat_ngram_size": getattr(args, "no_repeat_ngram_size", None),
-    }
-    options = {k: v for k, v in options.items() if v is not None}
+    options = cli_options(args)
+    chat = not is_seq2seq and not getattr(args, "raw", False) and tokenizer.chat_template is not None
+    if chat:
+        options["eos_token_id"] = end_of_turn_ids(model.generation_config.eos_token_id, tokenizer)
     # Refuse bad flags before anything is printed, rather than half-way through the first prompt.
     check_settings(resolve_generation_config(model.generation_config, None, options)[0], model.config.vocab_size)
     stream = not is_seq2seq and options.get("num_beams", model.generation_config.num_beams or 1) == 1
-    print(f"model: {model_name} ({type(model).__name__}, {model.num_parameters() / 1e6:.1f}M parameters)")
+    print(f"model: {model_name} ({type(model).__name__}, {model.num_parameters() / 1e6:.1f}M parameters)"
+          + (" — chat template applied (--raw to skip it)" if chat else ""))
     for text in texts:
-        ids = torch.tensor([tokenizer.encode(text)], dtype=torch.long)
+        if chat:
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                return_tensors="pt", return_dict=False)
+        else:
+            ids = torch.tensor([tokenizer.encode(text)], dtype=torch.long)
         if ids.shape[1] == 0:
             raise ValueError(f"the prompt {text!r} is empty after tokenization")
         print()
+        prefix = "" if is_seq2seq or chat else text  # a continuation is printed after its prompt, a reply alone
         if stream:
-            sys.stdout.write(text)
+            sys.stdout.write(prefix)
             sys.stdout.flush()
             model.generate(ids, streamer=TextStreamer(tokenizer), **options)
         else:
             out = model.generate(ids, **options)
             start = 0 if is_seq2seq else ids.shape[1]
-            prefix = "" if is_seq2seq else text
             print(prefix + tokenizer.decode(out[0, start:].tolist(), skip_special_tokens=True))

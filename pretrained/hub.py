@@ -42,6 +42,7 @@ _MAX_TRUSTED_SIBLINGS = 10_000
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
+    "chat_template.jinja",
 )
 # One weights format, in order of preference; an index names its shards.
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -166,10 +167,24 @@ class Source:
             return path
         if not self.is_local and self._why_no_network and not self._known_absent(self._path_in_repo(filename)):
             raise NotCachedError(
-                f"'{filename}' of {self} is not in the cache ({self.cache_folder}) and {self._why_no_network}. "
+                f"'{filename}' of {self} is not in the cache ({self.cache_folder}){self._no_folder_hint()} and "
+                f"{self._why_no_network}. "
                 f"{self._how_to_go_online()}")
         where = "" if self.is_local else f" (its files: {_endpoint()}/{self.name_or_path}/tree/{self.commit})"
         raise MissingFileError(f"{self} has no file '{filename}'{where}")
+
+    def listdir(self, folder: str) -> list[str]:
+        """Names of the files directly inside `folder` of the folder or repo; [] when there are none, or when the
+        repo's file list is unknown (offline with a cache that has no listing)."""
+        _checked_relative(folder, "folder name")
+        if self.is_local:
+            path = os.path.join(self.name_or_path, self.subfolder, folder)
+            return sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n))) \
+                if os.path.isdir(path) else []
+        self._resolve()
+        prefix = self._path_in_repo(folder).rstrip("/") + "/"
+        return sorted(name[len(prefix):] for name in self._files or ()
+                      if name.startswith(prefix) and "/" not in name[len(prefix):])
 
     @property
     def cache_folder(self) -> str:
@@ -209,8 +224,8 @@ class Source:
             self.commit = self._cached_commit(revision)
             if self.commit is None:
                 raise NotCachedError(
-                    f"{self} is not in the cache ({self.cache_folder}) and {self._why_no_network}. "
-                    f"{self._how_to_go_online()}")
+                    f"{self} is not in the cache ({self.cache_folder}){self._no_folder_hint()} and "
+                    f"{self._why_no_network}. {self._how_to_go_online()}")
         else:
             self._ask_hub(revision)
         self._files = self._files if self._files is not None else self._cached_tree()
@@ -237,8 +252,9 @@ class Source:
             self.commit = self._cached_commit(revision)
             if self.commit is None:
                 raise NotCachedError(
-                    f"{self} is not in the cache ({self.cache_folder}) and {self._why_no_network}. "
-                    f"Check your network connection (and HF_ENDPOINT), then try again.") from None
+                    f"{self} is not in the cache ({self.cache_folder}){self._no_folder_hint()} and "
+                    f"{self._why_no_network}. Check your network connection (and HF_ENDPOINT), then try "
+                    f"again.") from None
             logger.warning("%s: %s; using the cached commit %s", self, self._why_no_network, self.commit)
             return
         self.commit = info.sha
@@ -377,6 +393,10 @@ class Source:
             logger.debug("could not write %s: %s", marker, error)
 
     # ---------------------------------------------------------------------------------------- errors
+    def _no_folder_hint(self) -> str:
+        """For a name that was taken as a Hub id because no folder has it: say so (a mistyped folder name)."""
+        return f", and there is no local folder named '{self.name_or_path}'"
+
     def _how_to_go_online(self) -> str:
         if self.local_files_only:
             return (f"Drop local_files_only=True to download it, or run `pretrained download {self.name_or_path}` "
@@ -414,7 +434,7 @@ class Source:
 
     def _not_cached(self, path_in_repo: str, error) -> NotCachedError:
         return NotCachedError(
-            f"'{path_in_repo}' of {self} is not in the cache ({self.cache_folder}) and the Hub at "
+            f"'{path_in_repo}' of {self} is not in the cache ({self.cache_folder}){self._no_folder_hint()} and the Hub at "
             f"{_endpoint()} could not be reached ({_short(error)}). Check your network connection, then try again.")
 
 
@@ -485,6 +505,8 @@ def download(name_or_path, **options) -> str:
         raise MissingFileError(f"{source} has no weights: none of {', '.join(WEIGHTS_FILES)}")
     for name in ("generation_config.json", *TOKENIZER_FILES):
         source.file(name)
+    for name in source.listdir("additional_chat_templates"):  # named chat templates, beside chat_template.jinja
+        source.file(f"additional_chat_templates/{name}")
     return source.folder
 
 

@@ -213,8 +213,24 @@ def check_length(length: int, max_positions: int, what: str = "sequence") -> Non
                          f"({max_positions}); truncate the input")
 
 
+def as_ids_tensor(ids, name: str = "input_ids") -> Tensor:
+    """A tensor as it is; a Python list (or tuple) of token ids, flat or one list per row, as a long tensor, as
+    users expect from transformers' tokenizers' output; anything else raises TypeError naming it."""
+    if isinstance(ids, Tensor):
+        return ids
+    if isinstance(ids, (list, tuple)):
+        try:
+            return torch.tensor(ids, dtype=torch.long)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+            raise ValueError(f"{name} must be a tensor or a (rectangular) list of integer token ids; "
+                             f"converting the list failed: {e}") from None
+    raise TypeError(f"{name} must be a tensor (or a list) of token ids, got {type(ids).__name__}")
+
+
 def as_batch(input_ids: Tensor, name: str = "input_ids") -> Tensor:
-    """Accept (T,) ids as a batch of one; anything but 1 or 2 dimensions raises ValueError."""
+    """Accept (T,) ids as a batch of one, and Python lists as tensors; anything but 1 or 2 dimensions raises
+    ValueError."""
+    input_ids = as_ids_tensor(input_ids, name)
     if input_ids.dim() == 1:
         return input_ids[None]
     if input_ids.dim() != 2:

@@ -9,17 +9,32 @@ Files read, in order of preference:
 - legacy files when there is no `tokenizer.json`: BERT WordPiece from `vocab.txt`, or byte-level BPE
   (GPT-2, RoBERTa, BART) from `vocab.json` + `merges.txt`, built the way transformers builds them;
 - `tokenizer_config.json`, `special_tokens_map.json` and `added_tokens.json` for special tokens, added
-  tokens, `model_max_length`, `padding_side` and `truncation_side`; `config.json` only to learn `model_type`
-  when `tokenizer_config.json` names no tokenizer class.
+  tokens, `model_max_length`, `padding_side` and `truncation_side`; `config.json` only to learn `model_type`,
+  which decides the conventions where transformers lets it (a Mistral checkpoint reads its tokenizer.json as
+  it is, a Qwen2 checkpoint always follows Qwen2's);
+- the chat template: `chat_template.jinja` (and named templates in `additional_chat_templates/`), else
+  tokenizer_config.json's `chat_template` (a string, or a list of named templates).
+
+Like transformers 5, the Llama and Qwen2 tokenizer classes rebuild the text pipeline around tokenizer.json's
+vocabulary: Llama (Llama-2, TinyLlama, Mistral under a `llama` model type) gets a `▁` metaspace pre-tokenizer
+whose prepend scheme follows `legacy` and `add_prefix_space`, Qwen2 its NFC + split-regex + byte-level pipeline.
+With a tokenizer.json the special-token template is the file's own post-processor: tokenizer_config.json's
+`add_bos_token` / `add_eos_token` only apply to legacy files, or when passed to `from_pretrained`.
 
 torch and numpy are imported only when `return_tensors` asks for them.
 """
 from __future__ import annotations
 
+import contextvars
+import dataclasses
+import datetime
+import functools
 import json
 import logging
 import math
 import os
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import tokenizers
@@ -35,6 +50,8 @@ TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
 ADDED_TOKENS_FILE = "added_tokens.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+CHAT_TEMPLATE_DIR = "additional_chat_templates"  # named templates, NAME.jinja
 
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 # transformers' "no limit" for model_max_length, and the bound above which a length counts as "no limit".
@@ -51,7 +68,8 @@ SENTENCEPIECE_FILES = ("spiece.model", "sentencepiece.bpe.model", "tokenizer.mod
 CONFIG_OVERRIDES = SPECIAL_TOKEN_NAMES + (
     "additional_special_tokens", "extra_special_tokens", "model_max_length", "padding_side", "truncation_side",
     "model_input_names", "clean_up_tokenization_spaces", "do_lower_case", "strip_accents",
-    "tokenize_chinese_chars", "add_prefix_space", "trim_offsets", "add_bos_token", "add_eos_token",
+    "tokenize_chinese_chars", "add_prefix_space", "trim_offsets", "add_bos_token", "add_eos_token", "legacy",
+    "chat_template",
 )
 
 
@@ -63,6 +81,7 @@ class Family:
     class_name: str                # transformers' class, written to tokenizer_config.json on save
     model_input_names: tuple
     special_tokens: dict           # default named special tokens, overridden by the config files
+    padding_side: str = "right"    # transformers' class default, used when no file sets one
 
 
 BERT = Family("bert", "BertTokenizer", ("input_ids", "token_type_ids", "attention_mask"),
@@ -74,14 +93,27 @@ GPT2 = Family("gpt2", "GPT2Tokenizer", ("input_ids", "attention_mask"),
 ROBERTA = Family("roberta", "RobertaTokenizer", ("input_ids", "attention_mask"),
                  {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
                   "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"})
+# SentencePiece-style BPE with byte fallback (Llama-2, TinyLlama, Mistral v0.1-v0.3, CodeLlama's base).
+LLAMA = Family("llama", "LlamaTokenizer", ("input_ids", "attention_mask"),
+               {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}, padding_side="left")
+QWEN2 = Family("qwen2", "Qwen2Tokenizer", ("input_ids", "attention_mask"),
+               {"unk_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"})
 GENERIC = Family("generic", "PreTrainedTokenizerFast", ("input_ids", "attention_mask"), {})
 
 # tokenizer_config.json's `tokenizer_class` (without "Fast") -> family, as transformers resolves it.
 FAMILY_BY_CLASS = {"BertTokenizer": BERT, "ElectraTokenizer": BERT, "DistilBertTokenizer": DISTILBERT,
-                   "GPT2Tokenizer": GPT2, "RobertaTokenizer": ROBERTA, "BartTokenizer": ROBERTA}
+                   "GPT2Tokenizer": GPT2, "RobertaTokenizer": ROBERTA, "BartTokenizer": ROBERTA,
+                   "LlamaTokenizer": LLAMA, "Qwen2Tokenizer": QWEN2}
 # config.json's `model_type` -> family, used when tokenizer_config.json names no class.
 FAMILY_BY_MODEL_TYPE = {"bert": BERT, "distilbert": BERT, "electra": BERT, "gpt2": GPT2, "gpt_neo": GPT2,
-                        "opt": GPT2, "roberta": ROBERTA, "bart": ROBERTA}
+                        "opt": GPT2, "roberta": ROBERTA, "bart": ROBERTA, "qwen2": QWEN2, "qwen3": QWEN2,
+                        "mistral": GENERIC, "mixtral": GENERIC}
+# Model types whose registered tokenizer transformers 5 uses whatever tokenizer_config.json says: Qwen2 (its
+# Hub configs name wrong classes), and Mistral, whose files are read as they are.
+FAMILY_FORCED_BY_MODEL_TYPE = {"qwen2": QWEN2, "mistral": GENERIC, "mixtral": GENERIC}
+# Qwen2's pre-tokenizer split (transformers' PRETOKENIZE_REGEX for Qwen2Tokenizer).
+QWEN2_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+                 r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -215,6 +247,8 @@ class Tokenizer:
             `do_lower_case`) are written back on save.
         bos_token … mask_token: the named special tokens (str or AddedToken), None when absent.
         additional_special_tokens: further special tokens, skipped by `decode(skip_special_tokens=True)`.
+        chat_template: the Jinja chat template (a string), or named templates ({"default": ..., "tool_use": ...},
+            or tokenizer_config.json's list of {"name", "template"}); None for a tokenizer without one.
 
     Special tokens the backend does not have as added tokens yet are added to it, as special tokens, so that
     they are matched whole in text and skipped by `skip_special_tokens`.
@@ -240,7 +274,7 @@ class Tokenizer:
                  truncation_side: str = "right", clean_up_tokenization_spaces: bool = False,
                  name_or_path: str = "", tokenizer_class: str = GENERIC.class_name, config: dict | None = None,
                  bos_token=None, eos_token=None, unk_token=None, sep_token=None, pad_token=None, cls_token=None,
-                 mask_token=None, additional_special_tokens=()):
+                 mask_token=None, additional_special_tokens=(), chat_template=None):
         for name, value in (("padding_side", padding_side), ("truncation_side", truncation_side)):
             if value not in ("right", "left"):
                 raise ValueError(f"{name} must be 'right' or 'left', got {value!r}")
@@ -263,6 +297,7 @@ class Tokenizer:
                                                       cls_token, mask_token)):
             setattr(self, name, value)
         self.additional_special_tokens = list(additional_special_tokens)
+        self.chat_template = _check_chat_template(chat_template)
         present = {token.content for token in backend.get_added_tokens_decoder().values()}
         for token in [t for t in self._special.values() if t is not None] + self.additional_special_tokens:
             token = _special_added_token(token)
@@ -291,17 +326,24 @@ class Tokenizer:
             backend,
             model_input_names=settings.get("model_input_names") or family.model_input_names,
             model_max_length=settings.get("model_max_length", settings.get("max_len")),
-            padding_side=settings.get("padding_side") or padding.get("direction", "right"),
+            padding_side=settings.get("padding_side") or padding.get("direction", family.padding_side),
             truncation_side=settings.get("truncation_side") or truncation.get("direction", "right"),
             clean_up_tokenization_spaces=settings.get("clean_up_tokenization_spaces", False),
             name_or_path=source.name_or_path,
             tokenizer_class=_class_name_to_save(config.get("tokenizer_class"), family),
             config=settings,
             additional_special_tokens=special.pop("additional_special_tokens"),
+            chat_template=kwargs.get("chat_template") if "chat_template" in kwargs
+            else read_chat_template(source, config),
             **special,
         )
         if not from_json:
             backend.post_processor = legacy_post_processor(family, settings, tokenizer)
+        elif {"add_bos_token", "add_eos_token"} & set(kwargs) or backend.post_processor is None:
+            # transformers ignores these two keys of tokenizer_config.json when there is a tokenizer.json, and
+            # rebuilds the template from the ones passed here (or when the file has no post-processor).
+            backend.post_processor = bos_eos_post_processor(tokenizer, bool(kwargs.get("add_bos_token")),
+                                                            bool(kwargs.get("add_eos_token")))
         return tokenizer
 
     # ---- vocabulary -------------------------------------------------------------------------------------
@@ -555,10 +597,108 @@ class Tokenizer:
             text = clean_up_tokenization(text)
         return text
 
+    # ---- chat templates ---------------------------------------------------------------------------------
+
+    def get_chat_template(self, chat_template: str | None = None, tools: list | None = None) -> str:
+        """The template `apply_chat_template` renders: `chat_template` itself, or the named one of several
+        (without a name: "tool_use" when tools are given and it exists, else "default"), else the tokenizer's.
+
+        Raises:
+            ValueError: no template at all, or several named ones and none picked.
+        """
+        templates = self.chat_template
+        if isinstance(templates, dict):
+            if chat_template is not None:
+                return templates.get(chat_template, chat_template)
+            if tools is not None and "tool_use" in templates:
+                return templates["tool_use"]
+            if "default" in templates:
+                return templates["default"]
+            raise ValueError(f"the tokenizer of {self.name_or_path or 'this model'} has several chat templates "
+                             f"and none is the default: pass chat_template= one of {sorted(templates)}")
+        if chat_template is not None:
+            return chat_template
+        if templates is None:
+            raise ValueError(f"the tokenizer of {self.name_or_path or 'this model'} has no chat template (no "
+                             f"chat_template.jinja, no \"chat_template\" in tokenizer_config.json): set "
+                             f"`tokenizer.chat_template`, or pass chat_template= a Jinja template")
+        return templates
+
+    def apply_chat_template(self, conversation, tools: list | None = None, documents: list | None = None,
+                            chat_template: str | None = None, add_generation_prompt: bool = False,
+                            continue_final_message: bool | str = False, tokenize: bool = True, padding=False,
+                            truncation: bool = False, max_length: int | None = None,
+                            return_tensors: str | None = None, return_dict: bool = True,
+                            return_assistant_tokens_mask: bool = False, tokenizer_kwargs: dict | None = None,
+                            **kwargs):
+        """Render a conversation with the chat template, as transformers 5 does, and tokenize it.
+
+        The template runs in jinja2's immutable sandbox with transformers' settings (trim_blocks, lstrip_blocks,
+        loop controls, `{% generation %}`), globals (`raise_exception`, `strftime_now`, `namespace`, `dict`) and
+        `tojson` filter; it sees `messages`, `tools`, `documents`, `add_generation_prompt`, the named special
+        tokens (`bos_token`, `eos_token`, …) and every extra keyword argument (e.g. `date_string=`,
+        `enable_thinking=`).
+
+        Args:
+            conversation: a list of messages (dicts with "role" and "content"), or a batch of such lists.
+            tools: JSON schemas of the functions the model may call (dicts).
+            documents: retrieval documents (dicts, usually with "title" and "text").
+            chat_template: a template, or the name of one of the tokenizer's templates.
+            add_generation_prompt: end with the header that opens the assistant's reply.
+            continue_final_message: leave the last message open, so that the model continues it (True, or the
+                name of the field to continue, e.g. "reasoning_content"). Excludes add_generation_prompt.
+            tokenize: False returns the rendered text.
+            padding, truncation, max_length, return_tensors, tokenizer_kwargs: passed to the tokenizer call
+                (which adds no special tokens: the template writes them).
+            return_dict: True returns the tokenizer's BatchEncoding, False only the input ids.
+            return_assistant_tokens_mask: add `assistant_masks`, 1 on the tokens the template's
+                `{% generation %}` blocks produced.
+
+        Returns:
+            The text (a list of texts for a batch), the ids, or a BatchEncoding.
+
+        Raises:
+            ImportError: jinja2 is not installed (`pip install "pretrained[chat]"`).
+            ValueError: no template, an empty conversation, a message without a role or content, conflicting
+                options.
+            ChatTemplateError: the template does not compile, or fails while rendering (with its own message,
+                e.g. the one it passes to `raise_exception`).
+        """
+        if not tokenize:
+            return_dict = False
+        if return_assistant_tokens_mask and not (return_dict and tokenize):
+            raise ValueError("return_assistant_tokens_mask=True needs return_dict=True and tokenize=True")
+        if continue_final_message and add_generation_prompt:
+            raise ValueError("continue_final_message and add_generation_prompt exclude each other: continue the "
+                             "last message, or open a new assistant message")
+        if continue_final_message and return_assistant_tokens_mask:
+            raise ValueError("continue_final_message does not go with return_assistant_tokens_mask")
+        template = self.get_chat_template(chat_template, tools)
+        conversations, is_batched = _as_conversations(conversation)
+        rendered, spans = render_chat_template(
+            template, conversations, tools=tools, documents=documents,
+            add_generation_prompt=add_generation_prompt, continue_final_message=continue_final_message,
+            track_generation=return_assistant_tokens_mask, where=self.name_or_path or "this tokenizer",
+            variables={**self.special_tokens_map, **kwargs})
+        text = rendered if is_batched else rendered[0]
+        if not tokenize:
+            return text
+        out = self(text, padding=padding, truncation=truncation, max_length=max_length, add_special_tokens=False,
+                   return_tensors=return_tensors, **(tokenizer_kwargs or {}))
+        if not return_dict:
+            return out["input_ids"]
+        if return_assistant_tokens_mask:
+            masks = [_span_mask(encoding.offsets, row_spans) for encoding, row_spans in zip(out.encodings, spans)]
+            if return_tensors:
+                masks = BatchEncoding({"assistant_masks": masks}, tensor_type=return_tensors)["assistant_masks"]
+            out["assistant_masks"] = masks if (is_batched or return_tensors) else masks[0]
+        return out
+
     # ---- saving -----------------------------------------------------------------------------------------
 
     def save_pretrained(self, save_directory) -> tuple[str, ...]:
-        """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json, which transformers reads.
+        """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json, which transformers reads, and
+        the chat template as transformers 5 writes it (chat_template.jinja, named ones in additional_chat_templates/).
 
         tokenizer.json keeps the padding and truncation settings it was loaded with, whatever the calls since
         asked for; each file is written atomically.
@@ -589,6 +729,7 @@ class Tokenizer:
                       clean_up_tokenization_spaces=self.clean_up_tokenization_spaces)
         config["added_tokens_decoder"] = {str(index): _added_token_dict(token)
                                           for index, token in sorted(self.added_tokens_decoder.items())}
+        template_files = write_chat_templates(save_directory, self.chat_template)
         config_file = os.path.join(save_directory, TOKENIZER_CONFIG_FILE)
         special_file = os.path.join(save_directory, SPECIAL_TOKENS_MAP_FILE)
         special_map = dict(self.special_tokens_map)
@@ -596,7 +737,7 @@ class Tokenizer:
             special_map["additional_special_tokens"] = config["additional_special_tokens"]
         for path, content in ((config_file, config), (special_file, special_map)):
             atomic_write(path, (json.dumps(content, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
-        return config_file, special_file, tokenizer_file
+        return (config_file, special_file, tokenizer_file, *template_files)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name_or_path={self.name_or_path!r}, class={self.tokenizer_class}, "
@@ -607,7 +748,8 @@ class Tokenizer:
 
 # Keys of a loaded tokenizer_config.json that save_pretrained rewrites or drops (file paths, private data).
 _NOT_SAVED = {"name_or_path", "tokenizer_file", "vocab_file", "merges_file", "special_tokens_map_file",
-              "added_tokens_decoder", "additional_special_tokens", "extra_special_tokens", "auto_map"}
+              "added_tokens_decoder", "additional_special_tokens", "extra_special_tokens", "auto_map",
+              "chat_template"}
 
 
 class AutoTokenizer:
@@ -692,12 +834,22 @@ def read_tokenizer_config(source: Source) -> dict:
 
 
 def pick_family(source: Source, settings: dict) -> Family:
-    """The family from tokenizer_config's `tokenizer_class`, else from config.json's `model_type`."""
-    class_name = settings.get("tokenizer_class")
-    if class_name:
-        return FAMILY_BY_CLASS.get(class_name.removesuffix("Fast"), GENERIC)
+    """The family from tokenizer_config's `tokenizer_class`, else from config.json's `model_type`.
+
+    As transformers 5 resolves it: a model type with a forced tokenizer (Qwen2; Mistral, whose tokenizer.json is
+    read as it is) wins over the named class. config.json is read only where it can change the answer: no class,
+    a Llama class, or the generic PreTrainedTokenizerFast / TokenizersBackend.
+    """
+    class_name = (settings.get("tokenizer_class") or "").removesuffix("Fast")
+    family = FAMILY_BY_CLASS.get(class_name, GENERIC)
+    if class_name and family not in (LLAMA, GENERIC):
+        return family
     path = source.file("config.json")
     model_type = read_json(path, "model config").get("model_type") if path else None
+    if model_type in FAMILY_FORCED_BY_MODEL_TYPE:
+        return FAMILY_FORCED_BY_MODEL_TYPE[model_type]
+    if class_name:
+        return family
     return FAMILY_BY_MODEL_TYPE.get(model_type, GENERIC)
 
 
@@ -715,6 +867,8 @@ def build_backend(source: Source, family: Family, settings: dict) -> tuple[token
         except Exception as error:  # tokenizers raises a bare Exception for any bad file
             raise ValueError(f"{source}: '{path}' is not a valid tokenizer.json ({error}); delete it to fall "
                              f"back on the vocabulary files, or re-save the tokenizer") from None
+        if family is LLAMA and _mentions_byte_level(path):
+            family = GENERIC  # a byte-level tokenizer.json under a Llama class name: read as it is
         apply_config_to_json_backend(backend, family, settings)
         check_unknown_token(backend, path)
         return backend, family, True
@@ -725,13 +879,18 @@ def build_backend(source: Source, family: Family, settings: dict) -> tuple[token
     vocab_json = source.file("vocab.json") if family.name != "bert" else None
     merges = source.file("merges.txt") if vocab_json else None
     if vocab_json and merges:
-        if family.name not in ("gpt2", "roberta"):
+        if family.name not in ("gpt2", "roberta", "qwen2"):
             raise ValueError(
                 f"{source} has byte-level BPE files (vocab.json, merges.txt) but nothing says whose conventions "
-                f"they follow; set \"tokenizer_class\" in tokenizer_config.json to GPT2Tokenizer or "
-                f"RobertaTokenizer (BART uses RobertaTokenizer), or \"model_type\" in config.json")
-        return byte_level_bpe_backend(vocab_json, merges, settings), family, False
+                f"they follow; set \"tokenizer_class\" in tokenizer_config.json to GPT2Tokenizer, "
+                f"RobertaTokenizer (BART uses RobertaTokenizer) or Qwen2Tokenizer, or \"model_type\" in "
+                f"config.json")
+        backend = byte_level_bpe_backend(vocab_json, merges, settings)
+        if family is QWEN2:
+            apply_config_to_json_backend(backend, family, settings)
+        return backend, family, False
     wanted = {"bert": "vocab.txt", "gpt2": "vocab.json + merges.txt", "roberta": "vocab.json + merges.txt",
+              "qwen2": "vocab.json + merges.txt", "llama": "tokenizer.json",
               "generic": "vocab.txt, or vocab.json + merges.txt"}[family.name]
     missing = " (it has vocab.json but no merges.txt)" if vocab_json else ""
     sentencepiece = next((name for name in SENTENCEPIECE_FILES if source.file(name)), None)
@@ -745,7 +904,8 @@ def apply_config_to_json_backend(backend: tokenizers.Tokenizer, family: Family, 
 
     transformers rebuilds BERT's normalizer from `do_lower_case`, `strip_accents` and
     `tokenize_chinese_chars`, and GPT-2/RoBERTa's pre-tokenizer from `add_prefix_space`; only options the
-    config actually states are applied here, the rest of tokenizer.json is kept as it is.
+    config actually states are applied there. Llama and Qwen2 get their class's whole text pipeline around the
+    file's model (vocabulary, merges, byte fallback), as transformers' classes rebuild it.
     """
     normalizer = backend.normalizer
     if family.name == "bert" and isinstance(normalizer, normalizers.BertNormalizer):
@@ -760,6 +920,24 @@ def apply_config_to_json_backend(backend: tokenizers.Tokenizer, family: Family, 
             and isinstance(old, pre_tokenizers.ByteLevel)):
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=bool(settings["add_prefix_space"]),
                                                          trim_offsets=old.trim_offsets, use_regex=old.use_regex)
+    if family is LLAMA:
+        # transformers' LlamaTokenizer: no normalizer, a metaspace that prepends "▁" to the first piece of text
+        # (every piece with legacy=True; none with add_prefix_space=False), and a decoder that strips it again.
+        add_prefix_space = settings.get("add_prefix_space")
+        add_prefix_space = True if add_prefix_space is None else bool(add_prefix_space)
+        scheme = ("always" if settings.get("legacy", False) else "first") if add_prefix_space else "never"
+        backend.normalizer = None
+        backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme, split=False)
+        steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+        backend.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if add_prefix_space else []))
+    elif family is QWEN2:
+        # transformers' Qwen2Tokenizer: NFC, the Qwen2 split, then bytes to unicode characters.
+        backend.normalizer = normalizers.NFC()
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(tokenizers.Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=bool(settings.get("add_prefix_space") or False),
+                                     use_regex=False)])
+        backend.decoder = decoders.ByteLevel()
 
 
 def wordpiece_backend(vocab_file: str, settings: dict) -> tokenizers.Tokenizer:
@@ -813,8 +991,21 @@ def legacy_post_processor(family: Family, settings: dict, tokenizer: Tokenizer):
         return processors.RobertaProcessing(token_and_id("sep_token"), token_and_id("cls_token"),
                                             trim_offsets=bool(settings.get("trim_offsets", True)),
                                             add_prefix_space=bool(settings.get("add_prefix_space", False)))
-    bos = token_and_id("bos_token") if settings.get("add_bos_token") else None
-    eos = token_and_id("eos_token") if settings.get("add_eos_token") else None
+    for name in ("bos", "eos"):
+        if settings.get(f"add_{name}_token"):
+            token_and_id(f"{name}_token")  # asking for a token the tokenizer lacks is an error here
+    return bos_eos_post_processor(tokenizer, bool(settings.get("add_bos_token")), bool(settings.get("add_eos_token")))
+
+
+def bos_eos_post_processor(tokenizer: Tokenizer, add_bos: bool, add_eos: bool):
+    """transformers' `update_post_processor`: `bos A eos` / `bos A eos bos B eos`, each part only when asked
+    for and when the tokenizer has that token."""
+    def token_and_id(name):
+        token = getattr(tokenizer, name)
+        return None if token is None else (token, tokenizer.backend_tokenizer.token_to_id(token))
+
+    bos = token_and_id("bos_token") if add_bos else None
+    eos = token_and_id("eos_token") if add_eos else None
     single = " ".join(([f"{bos[0]}:0"] if bos else []) + ["$A:0"] + ([f"{eos[0]}:0"] if eos else []))
     pair = single + " " + " ".join(([f"{bos[0]}:1"] if bos else []) + ["$B:1"] + ([f"{eos[0]}:1"] if eos else []))
     return processors.TemplateProcessing(single=single, pair=pair, special_tokens=[t for t in (bos, eos) if t])
@@ -870,6 +1061,378 @@ def register_added_tokens(backend, source: Source, settings: dict, special: dict
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Chat templates
+
+
+class ChatTemplateError(ValueError):
+    """A chat template that does not compile, or that fails while rendering; the message is the template's."""
+
+
+# The fields a message's reasoning travels under; templates read the first (gpt-oss ones read "thinking").
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+# Appended to the message that `continue_final_message` leaves open, to find where it ends in the rendering.
+_CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "
+# (rendered blocks so far, spans found) while `return_assistant_tokens_mask` renders; None otherwise.
+_GENERATION_SPANS = contextvars.ContextVar("generation_spans", default=None)
+
+
+def read_chat_template(source: Source, config: dict):
+    """The checkpoint's chat template(s): chat_template.jinja and additional_chat_templates/*.jinja when the
+    folder or repo has them (they win over the config, as in transformers), else tokenizer_config.json's
+    `chat_template`. Returns a string, a dict of named templates, or None."""
+    templates = {}
+    path = source.file(CHAT_TEMPLATE_FILE)
+    if path:
+        templates["default"] = _read_text(path)
+    for name in source.listdir(CHAT_TEMPLATE_DIR):
+        if name.endswith(".jinja"):
+            templates[name.removesuffix(".jinja")] = _read_text(source.file(f"{CHAT_TEMPLATE_DIR}/{name}"))
+    if list(templates) == ["default"]:
+        return templates["default"]
+    return templates or config.get("chat_template")
+
+
+def write_chat_templates(save_directory: str, chat_template) -> list[str]:
+    """chat_template.jinja for the default template, additional_chat_templates/NAME.jinja for named ones."""
+    if chat_template is None:
+        return []
+    named = chat_template if isinstance(chat_template, dict) else {"default": chat_template}
+    written = []
+    for name, template in named.items():
+        if name == "default":
+            path = os.path.join(save_directory, CHAT_TEMPLATE_FILE)
+        else:
+            if not name or "/" in name or "\\" in name or name.startswith("."):
+                raise ValueError(f"chat template name {name!r} cannot be a file name")
+            os.makedirs(os.path.join(save_directory, CHAT_TEMPLATE_DIR), exist_ok=True)
+            path = os.path.join(save_directory, CHAT_TEMPLATE_DIR, f"{name}.jinja")
+        atomic_write(path, template.encode("utf-8"))
+        written.append(path)
+    return written
+
+
+def render_chat_template(template: str, conversations: list, *, tools=None, documents=None,
+                         add_generation_prompt: bool = False, continue_final_message: bool | str = False,
+                         track_generation: bool = False, where: str = "the tokenizer",
+                         variables: dict | None = None) -> tuple[list[str], list[list[tuple[int, int]]]]:
+    """Render each conversation with `template` exactly as transformers' `render_jinja_template` does.
+
+    Everything the template sees is rebuilt from plain JSON-like values first (see `_plain`), so that it
+    cannot reach the methods of the caller's objects from inside the sandbox.
+
+    Returns:
+        The rendered texts, and for each the (start, end) character spans of its `{% generation %}` blocks
+        (empty lists unless `track_generation`).
+    """
+    compiled = compile_chat_template(template, where)
+    if tools is not None:
+        for tool in tools:
+            if not isinstance(tool, dict):
+                raise TypeError(f"each tool must be a JSON schema (a dict such as {{'type': 'function', "
+                                f"'function': {{...}}}}), got {_describe(tool)}")
+    if documents is not None:
+        for document in documents:
+            if not isinstance(document, dict):
+                raise TypeError(f"each document must be a dict (usually with 'title' and 'text'), got "
+                                f"{_describe(document)}")
+    context = {"tools": _plain(tools), "documents": _plain(documents), **_plain(variables or {})}
+    texts, all_spans = [], []
+    for messages in conversations:
+        messages = _alias_reasoning(_plain(messages))
+        final = None
+        if continue_final_message:
+            messages, final = _open_final_message(messages, continue_final_message, template)
+        spans = []
+        try:
+            if track_generation:
+                blocks = []
+                reset = _GENERATION_SPANS.set((blocks, spans))
+                try:
+                    for block in compiled.generate(messages=messages, add_generation_prompt=add_generation_prompt,
+                                                   **context):
+                        blocks.append(block)
+                finally:
+                    _GENERATION_SPANS.reset(reset)
+                text = "".join(blocks)
+            else:
+                text = compiled.render(messages=messages, add_generation_prompt=add_generation_prompt, **context)
+        except Exception as error:  # anything the template raises: raise_exception, undefined values, bad maths
+            raise ChatTemplateError(f"the chat template of {where} failed: {_template_message(error)}") from error
+        if final is not None:
+            text = _cut_at_continue_tag(text, final)
+        texts.append(text)
+        all_spans.append(spans)
+    return texts, all_spans
+
+
+@functools.lru_cache(maxsize=32)
+def compile_chat_template(template: str, where: str = "the tokenizer"):
+    """The compiled template (cached), in the sandboxed environment transformers renders chat templates in."""
+    if not isinstance(template, str):
+        raise TypeError(f"a chat template is a Jinja string, got {_describe(template)}")
+    environment = _chat_environment()
+    import jinja2
+
+    try:
+        return environment.from_string(template)
+    except jinja2.TemplateSyntaxError as error:
+        raise ChatTemplateError(f"the chat template of {where} does not compile: {error.message} (line "
+                                f"{error.lineno})") from error
+
+
+@functools.lru_cache(maxsize=1)
+def _chat_environment():
+    """jinja2's ImmutableSandboxedEnvironment with transformers' options, globals and filters."""
+    try:
+        import jinja2
+        import jinja2.ext
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError:
+        raise ImportError('chat templates need jinja2: pip install "pretrained[chat]"') from None
+    if tuple(int(part) for part in jinja2.__version__.split(".")[:3] if part.isdigit()) < (3, 1, 6):
+        # Older versions have known sandbox escapes, and chat templates come from untrusted repos.
+        raise ImportError(f'chat templates need jinja2>=3.1.6 (found {jinja2.__version__}): '
+                          f'pip install -U "pretrained[chat]"')
+
+    class GenerationBlocks(jinja2.ext.Extension):
+        """`{% generation %}...{% endgeneration %}`: renders its body, noting where it lands when asked to."""
+
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_track", []), [], [], body).set_lineno(lineno)
+
+        def _track(self, caller):
+            text = caller()
+            tracking = _GENERATION_SPANS.get()
+            if tracking is not None:
+                blocks, spans = tracking
+                start = sum(len(block) for block in blocks)
+                spans.append((start, start + len(text)))
+            return text
+
+    class Namespace(jinja2.utils.Namespace):
+        """`namespace(...)` that refuses underscore attributes, which lead to Python internals."""
+
+        def __init__(*args, **kwargs):  # jinja2's signature trick, so that namespace(self=...) still works
+            self, args = args[0], args[1:]
+            attributes = dict(*args, **kwargs)
+            for name in attributes:
+                Namespace._check(name)
+            jinja2.utils.Namespace.__init__(self, attributes)
+
+        def __setitem__(self, name, value):
+            Namespace._check(name)
+            jinja2.utils.Namespace.__setitem__(self, name, value)
+
+        @staticmethod
+        def _check(name):
+            if isinstance(name, str) and name.startswith("_"):
+                raise jinja2.exceptions.SecurityError(
+                    f"chat templates cannot store underscore-prefixed attributes on a namespace, got {name!r}")
+
+    class DictMaker:
+        """`dict(...)` and `dict.fromkeys(...)`, without handing the template the dict type itself."""
+
+        def __call__(self, *args, **kwargs):
+            return dict(*args, **kwargs)
+
+        def fromkeys(self, *args, **kwargs):
+            return dict.fromkeys(*args, **kwargs)
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        # jinja2's own tojson escapes <, >, & and ' for HTML and sorts keys; templates expect plain JSON.
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                          sort_keys=sort_keys)
+
+    def strftime_now(format):
+        return datetime.datetime.now().strftime(format)
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                extensions=[GenerationBlocks, jinja2.ext.loopcontrols])
+    environment.filters["tojson"] = tojson
+    environment.globals.update(raise_exception=raise_exception, strftime_now=strftime_now, dict=DictMaker(),
+                               namespace=Namespace)
+    return environment
+
+
+def _check_chat_template(value):
+    """A tokenizer's chat template: None, a string, or named templates (a dict, or the config's list)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        try:
+            value = {item["name"]: item["template"] for item in value}
+        except (TypeError, KeyError):
+            raise ValueError("chat_template as a list must hold {\"name\": ..., \"template\": ...} objects") from None
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return dict(value)
+    raise ValueError(f"chat_template must be a Jinja string or named templates, got {_describe(value)}")
+
+
+def _as_conversations(conversation) -> tuple[list[list[dict]], bool]:
+    """Validate the messages and shape them as a batch: message objects become dicts, None values are dropped
+    (templates handle a missing key, not a None), and every message needs a role and a content.
+
+    Returns:
+        The conversations, and whether the input was a batch of them.
+    """
+    if hasattr(conversation, "messages"):
+        conversation = conversation.messages
+    if not isinstance(conversation, (list, tuple)) or not conversation:
+        raise ValueError(f"a conversation is a non-empty list of messages ({{'role': ..., 'content': ...}}), got "
+                         f"{_describe(conversation)}")
+    first = conversation[0]
+    is_batched = isinstance(first, (list, tuple)) or hasattr(first, "messages")
+    conversations = []
+    for c, chat in enumerate(conversation if is_batched else [conversation]):
+        chat = getattr(chat, "messages", chat)
+        where = f"conversation[{c}]" if is_batched else "conversation"
+        if not isinstance(chat, (list, tuple)) or not chat:
+            raise ValueError(f"{where} must be a non-empty list of messages, got {_describe(chat)}")
+        messages = []
+        for m, message in enumerate(_as_dicts(chat)):
+            if not isinstance(message, dict):
+                raise TypeError(f"{where}[{m}] must be a dict with 'role' and 'content', got {_describe(message)}")
+            message = {key: value for key, value in message.items() if value is not None}
+            if not isinstance(message.get("role"), str):
+                raise ValueError(f"{where}[{m}] has no 'role' (a string such as 'user'): {_describe(message)}")
+            if "content" not in message and "tool_calls" not in message:
+                raise ValueError(f"{where}[{m}] (role {message['role']!r}) has no 'content': {_describe(message)}")
+            messages.append(message)
+        conversations.append(messages)
+    return conversations, is_batched
+
+
+def _as_dicts(value):
+    """Mappings, dataclasses and pydantic models (the OpenAI SDK's messages) as dicts, recursively."""
+    if isinstance(value, Mapping):
+        return {key: _as_dicts(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_dicts(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_as_dicts(item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: _as_dicts(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if callable(getattr(value, "model_dump", None)):
+        return _as_dicts(value.model_dump())
+    return value
+
+
+def _plain(value):
+    """What a template may see: JSON-like values rebuilt from plain types; anything else (an image, an array, a
+    tensor) becomes a placeholder naming its type, such as "<Tensor>". As transformers' sandbox input."""
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    if isinstance(value, str):  # str subclasses (enums, …) could carry methods: keep the characters only
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, Mapping):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(item) for item in value)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.generic):
+        return _plain(value.item())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if callable(getattr(value, "model_dump", None)):
+        return _plain(value.model_dump())
+    return f"<{type(value).__name__}>"
+
+
+def _alias_reasoning(messages: list[dict]) -> list[dict]:
+    """A message's reasoning under every name templates read it by ("reasoning_content", "thinking")."""
+    aliased = []
+    for message in messages:
+        reasoning = next((message[key] for key in _REASONING_FIELDS if message.get(key) is not None), None)
+        if reasoning is not None:
+            message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
+        aliased.append(message)
+    return aliased
+
+
+def _open_final_message(messages: list[dict], field: bool | str, template: str) -> tuple[list[dict], str]:
+    """Tag the end of the last message's `field`, to cut the rendering there (`continue_final_message`).
+
+    Returns:
+        The messages, with the tag, and the text that is continued.
+    """
+    field = field if isinstance(field, str) else "content"
+    last = dict(messages[-1])
+    final = last.get(field)
+    if final is None:
+        raise ValueError(f'continue_final_message is set but the final message has no "{field}" to continue')
+    fields = [field]
+    if field in _REASONING_FIELDS:  # reasoning is copied under several names: tag each copy
+        fields = [name for name in _REASONING_FIELDS if last.get(name) == final]
+    if not any(name in template for name in fields):
+        raise ValueError(f'continue_final_message is set to "{field}", which the chat template never reads')
+    if isinstance(final, (list, tuple)):  # content blocks: continue the last text block
+        blocks = [dict(block) for block in final]
+        for block in reversed(blocks):
+            if "text" in block:
+                final = block["text"]
+                block["text"] = block["text"] + _CONTINUE_TAG
+                break
+        else:
+            raise ValueError("continue_final_message is set but the final message has no text block to continue")
+        last[field] = blocks
+    else:
+        for name in fields:
+            last[name] = last[name] + _CONTINUE_TAG
+    return messages[:-1] + [last], final
+
+
+def _cut_at_continue_tag(text: str, final: str) -> str:
+    if final.strip() not in text or _CONTINUE_TAG.strip() not in text:
+        raise ValueError("continue_final_message is set but the final message does not appear in the rendered "
+                         "chat: the template drops or rewrites part of it, so it cannot be continued")
+    at = text.rindex(_CONTINUE_TAG.strip())
+    if text[at:at + len(_CONTINUE_TAG)] == _CONTINUE_TAG:
+        return text[:at]
+    return text[:at].rstrip()  # the template trimmed the message's trailing space, and the tag's with it
+
+
+def _span_mask(offsets, spans) -> list[int]:
+    """1 for each token whose characters overlap one of `spans` (both in order), 0 elsewhere."""
+    mask = [0] * len(offsets)
+    s = 0
+    for i, (start, end) in enumerate(offsets):
+        while s < len(spans) and start >= spans[s][1]:
+            s += 1
+        if s == len(spans):
+            break
+        if end > spans[s][0]:
+            mask[i] = 1
+    return mask
+
+
+def _template_message(error: Exception) -> str:
+    """The template's own words: raise_exception's message as it is, other errors with their kind."""
+    import jinja2
+
+    if type(error) is jinja2.exceptions.TemplateError:
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Small helpers
 
 
@@ -884,6 +1447,12 @@ def _parse_added_token(value, where: str, special=True) -> AddedToken:
         is_special = value.get("special", True) if special is None else special
         return AddedToken(value["content"], special=bool(is_special), **options)
     raise ValueError(f"{where}: expected a token string or an AddedToken object, found {value!r}")
+
+
+def _mentions_byte_level(path: str) -> bool:
+    """Whether a tokenizer.json declares a ByteLevel step, the test transformers applies to Llama classes."""
+    with open(path, encoding="utf-8") as f:
+        return '"ByteLevel"' in f.read()
 
 
 def _class_name_to_save(class_name: str | None, family: Family) -> str:

@@ -124,7 +124,8 @@ def _read_pickle(path: str) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path} holds a weight named {key!r} ({type(key).__name__}): weight names must be "
                                   f"strings")
         if not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"{path} holds {type(value).__name__} {_short_repr(value)} under {key!r}, not a tensor")
+            raise CheckpointError(f"{path} is not a mapping of names to tensors: it holds {type(value).__name__} "
+                                  f"{_short_repr(value)} under {key!r}")
     return state
 
 

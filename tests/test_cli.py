@@ -70,9 +70,13 @@ def test_masked_lm_prints_top_fills(minilm_dir, tmp_path, capsys):
     (["hello"], False),                        # one word: always text
     (["Paris", "London"], False),              # plain words
     (["org/name", "some text"], True),          # a Hub id, then text
-    (["bert-base-cased", "some text"], True),  # a legacy id
+    (["bert-base-cased", "some text"], False),  # a bare name not in the cache: text (use --model for it)
+    (["e-mail", "spam"], False),
 ])
-def test_model_or_text(words, model_is_first, minilm_dir):
+def test_model_or_text(words, model_is_first, minilm_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
     model, texts = cli.split_model_and_texts(words, None)
     assert (model == words[0]) == model_is_first
     assert texts == (words[1:] if model_is_first else words)

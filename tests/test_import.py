@@ -71,10 +71,11 @@ def test_lazy_names():
 
 def test_encoder_family_configs_load_without_torch():
     """DistilBERT, MPNet, RoBERTa / XLM-R / CamemBERT and ModernBERT configs, by name and through AutoConfig."""
-    names = ["DistilBertConfig", "MPNetConfig", "ModernBertConfig"]
+    names = ["DistilBertConfig", "MPNetConfig", "ModernBertConfig", "RobertaConfig", "XLMRobertaConfig",
+             "CamembertConfig"]
     modules = loaded_after(
         f"import pretrained\nfor name in {names!r}:\n    getattr(pretrained, name)()\n"
-        "for model_type in ('distilbert', 'mpnet', 'modernbert'):\n"
+        "for model_type in ('distilbert', 'mpnet', 'modernbert', 'roberta', 'xlm-roberta', 'camembert'):\n"
         "    assert pretrained.AutoConfig.for_model(model_type).model_type == model_type")
     assert "torch" not in modules
     assert not [m for m in modules if m.startswith("pretrained.models.") and not m.endswith("_config")]

@@ -1,5 +1,5 @@
-"""The module tree is transformers' tree: the same modules, the same forward hooks firing in a forward pass, each
-submodule callable on its own and computing what transformers' computes.
+"""The module tree is transformers' tree: the same modules, the same forward hooks firing in a forward pass (in the
+same order, with the same values), each submodule callable on its own and computing what transformers' computes.
 
 Probing, activation steering, captum and PEFT address modules by name and rely on their hooks firing; these tests
 compare, for every class of every family, the names of the modules whose forward hooks fire in one forward with
@@ -31,7 +31,7 @@ FAMILIES = {
     "bart": (bart, transformers.BartConfig, BART, ["BartModel", "BartForConditionalGeneration",
                                                    "BartForSequenceClassification"]),
 }
-CASES = [(family, arch) for family, (_, _, _, archs) in FAMILIES.items() for arch in archs if family in ("bert", "gpt2")]
+CASES = [(family, arch) for family, (_, _, _, archs) in FAMILIES.items() for arch in archs]
 
 
 def perturb(model, seed: int = 0) -> None:
@@ -114,6 +114,7 @@ def test_hooks_fire_on_transformers_modules_with_transformers_values(checkpoints
     ours_seen, theirs_seen = record(ours, **inputs()), record(theirs, **inputs())
     assert set(ours_seen) == set(theirs_seen), (sorted(set(theirs_seen) - set(ours_seen)),
                                                 sorted(set(ours_seen) - set(theirs_seen)))
+    assert list(ours_seen) == list(theirs_seen)  # and they first fire in the same order
     for name, theirs_out in theirs_seen.items():  # what a probe reads at each module is transformers' value
         a = ours_seen[name]
         if a.shape != theirs_out.shape and a.size(0) == 1:
@@ -205,3 +206,35 @@ def test_gpt2_blocks_are_callable_like_transformers_and_hooks_fire_while_generat
     out = ours.generate(ids, max_new_tokens=3, do_sample=False)
     assert calls == [5, 1, 1]  # the prompt, then one token per step through the KV cache
     assert torch.equal(out, theirs.generate(ids, max_new_tokens=3, do_sample=False))
+
+
+def test_bart_submodules_are_callable_like_transformers_and_hooks_fire_while_generating(checkpoints):
+    ours, theirs = load_pair(checkpoints, "bart", "BartForConditionalGeneration")
+    batch = inputs()
+    with torch.no_grad():
+        enc = ours.model.encoder(**batch)
+        assert (enc.last_hidden_state - theirs.model.encoder(**batch).last_hidden_state).abs().max() <= TOL
+        h = enc.last_hidden_state  # (B, T, C)
+        layer, their_layer = ours.model.encoder.layers[0], theirs.model.encoder.layers[0]
+        x, weights = layer(h)
+        assert (x - their_layer(h, attention_mask=None)).abs().max() <= TOL and weights is None
+        y, _ = layer.self_attn(h)
+        assert (y - their_layer.self_attn(h)[0]).abs().max() <= TOL
+        dec_layer, their_dec_layer = ours.model.decoder.layers[1], theirs.model.decoder.layers[1]
+        x, weights, cross = dec_layer(h[:, :4], encoder_hidden_states=h, output_attentions=True)  # causal, no mask
+        assert (x - their_dec_layer(h[:, :4], encoder_hidden_states=h)).abs().max() <= TOL
+        assert weights.shape == (2, 2, 4, 4) and torch.all(weights[:, :, 0, 1:] == 0) and cross.shape == (2, 2, 4, 7)
+        y, _ = dec_layer.encoder_attn(h[:, :4], h)
+        assert (y - their_dec_layer.encoder_attn(h[:, :4], h)[0]).abs().max() <= TOL
+    classifier, their_classifier = load_pair(checkpoints, "bart", "BartForSequenceClassification")
+    with torch.no_grad():
+        pooled = h[:, 0]  # (B, C)
+        assert (classifier.classification_head(pooled) - their_classifier.classification_head(pooled)).abs().max() \
+            <= TOL
+    calls = []
+    ours.model.encoder.register_forward_hook(lambda module, args, output: calls.append("encoder"))
+    ours.model.decoder.layers[1].encoder_attn.register_forward_hook(lambda module, args, output: calls.append(
+        args[0].shape[1]))
+    out = ours.generate(**batch, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert calls == ["encoder", 1, 1, 1]  # the encoder once, then one decoder token per step
+    assert torch.equal(out, theirs.generate(**batch, max_new_tokens=3, min_new_tokens=3, do_sample=False))

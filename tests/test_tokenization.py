@@ -16,6 +16,7 @@ import pytest
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+import tokenizer_files
 from pretrained import hub
 from pretrained.tokenization import AutoTokenizer, BatchEncoding, Tokenizer
 
@@ -112,6 +113,17 @@ def folders(tmp_path_factory):
         "mask_token": {"__type": "AddedToken", "content": "<mask>", "lstrip": True, "normalized": True,
                        "rstrip": False, "single_word": False}})
     made["bart"] = str(bart)
+
+    # Today's chat checkpoints (see tokenizer_files.py): TinyLlama / Llama-2 (a SentencePiece-style BPE that
+    # transformers' LlamaTokenizer rebuilds around a "first" metaspace, with a pad token), Mistral v0.3 (read
+    # as it is under a `mistral` model type, with [INST] control tokens and an add_eos_token that a
+    # tokenizer.json overrides), Llama-3 and Qwen2.5 (byte-level, with their split regexes).
+    made["llama2"] = tokenizer_files.sentencepiece_bpe(root / "llama2", pad_token="</s>")
+    made["mistral"] = tokenizer_files.sentencepiece_bpe(
+        root / "mistral", legacy_normalizer=False, model_type="mistral", control_tokens=["[INST]", "[/INST]"],
+        add_eos_token=True, legacy=True, chat_template=tokenizer_files.template("mistralai-Mistral-7B-Instruct-v0.3"))
+    made["llama3"] = tokenizer_files.byte_level_bpe(root / "llama3", "llama3", model_type="llama")
+    made["qwen2"] = tokenizer_files.byte_level_bpe(root / "qwen2", "qwen2", model_type="qwen2")
     return made
 
 
@@ -126,7 +138,8 @@ def _load(folders, name, **kwargs):
     return _LOADED[key]
 
 
-@pytest.fixture(params=["minilm", "minilm-vocab", "gpt2", "gpt2-options", "roberta", "bart"])
+@pytest.fixture(params=["minilm", "minilm-vocab", "gpt2", "gpt2-options", "roberta", "bart", "llama2", "mistral",
+                        "llama3", "qwen2"])
 def both(request, folders):
     return _load(folders, request.param)
 
@@ -347,12 +360,16 @@ def test_minilm_json_and_vocab_txt_agree(folders):
 
 # ---------------------------------------------------------------------------------------------- saving
 
-@pytest.mark.parametrize("name", ["minilm", "minilm-vocab", "gpt2-options", "bart"])
+@pytest.mark.parametrize("name", ["minilm", "minilm-vocab", "gpt2-options", "bart", "llama2", "mistral", "llama3",
+                                  "qwen2"])
 def test_our_save_loads_in_transformers_and_ours(folders, tmp_path, name):
     ours, theirs = _load(folders, name)
     written = ours.save_pretrained(tmp_path)
-    assert sorted(os.path.basename(p) for p in written) == [
-        "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
+    assert sorted(os.path.basename(p) for p in written) == sorted(
+        ["special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
+        + (["chat_template.jinja"] if theirs.chat_template else []))
+    if os.path.exists(os.path.join(folders[name], "config.json")):  # the model type, as a model's save has it
+        shutil.copy(os.path.join(folders[name], "config.json"), tmp_path)
     reloaded_theirs = transformers.AutoTokenizer.from_pretrained(tmp_path)
     reloaded_ours = AutoTokenizer.from_pretrained(tmp_path)
     for reloaded in (reloaded_theirs, reloaded_ours):
@@ -365,6 +382,7 @@ def test_our_save_loads_in_transformers_and_ours(folders, tmp_path, name):
             theirs.model_max_length, theirs.padding_side, theirs.truncation_side)
         ids = theirs(CORPUS[3])["input_ids"]
         assert reloaded.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True)
+        assert reloaded.chat_template == theirs.chat_template
 
 
 def test_save_keeps_the_files_own_padding_and_truncation(tmp_path):
@@ -384,12 +402,13 @@ def test_save_keeps_the_files_own_padding_and_truncation(tmp_path):
 
 
 def test_transformers_save_loads_in_ours(folders, tmp_path):
-    for name in ("minilm", "roberta", "gpt2-options"):
+    for name in ("minilm", "roberta", "gpt2-options", "llama2", "llama3", "qwen2"):
         _, theirs = _load(folders, name)
         theirs.save_pretrained(tmp_path / name)
         ours = AutoTokenizer.from_pretrained(tmp_path / name)
         check(ours, theirs, PAIRS, truncation=True, max_length=16, return_offsets_mapping=True)
         assert ours.all_special_tokens == theirs.all_special_tokens
+        assert ours.chat_template == theirs.chat_template
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -555,7 +574,8 @@ def test_hub_id_reads_only_tokenizer_files(tmp_path, monkeypatch):
 
     ours = AutoTokenizer.from_pretrained("org/minilm", cache_dir=tmp_path, local_files_only=True)
     assert ours("Hello, world!")["input_ids"] == [101, 7592, 1010, 2088, 999, 102]
-    assert set(asked) <= {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}
+    assert set(asked) <= {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                          "chat_template.jinja"}
     assert ours.name_or_path == "org/minilm"
 
 
@@ -574,3 +594,68 @@ def test_a_tokenizer_built_from_a_tokenizers_object():
     assert tok(["a <x> b", "a"], padding=True)["input_ids"] == [[1, 3, 0], [1, 2, 2]]
     assert tok.decode([1, 3, 0, 2], skip_special_tokens=True) == "a"  # [UNK] is special too
     assert tok.decode([1, 3, 0, 2]) == "a <x> [UNK] <p>"
+
+
+# ---------------------------------------------------------------------------------------------- chat checkpoints
+
+ROUND_TRIP = ["Hello, world!", "Héllo wörld — naïve café", "emoji 😀👍🏽 family 👨‍👩‍👧 東京", "tabs\tand\nnewlines\r\n  x ",
+              "[INST] hi [/INST]", "a </s> b <s>c <|im_end|>", "don't stop", ""]
+
+
+@pytest.mark.parametrize("name", ["llama2", "mistral", "llama3", "qwen2"])
+def test_decoding_round_trips(folders, name):
+    """Spaces, characters that only byte fallback can spell, and added tokens come back as they were."""
+    ours, theirs = _load(folders, name)
+    for text in ROUND_TRIP:
+        ids = ours.encode(text, add_special_tokens=False)
+        assert ids == theirs.encode(text, add_special_tokens=False)
+        assert ours.decode(ids) == theirs.decode(ids) == text
+    if name in ("llama2", "mistral"):
+        assert "<0xF0>" in ours.convert_ids_to_tokens(ours.encode("😀"))  # spelt byte by byte
+        # SentencePiece's decoder drops the one space it prepends, so a text's own leading space goes with it.
+        ids = ours.encode("  two", add_special_tokens=False)
+        assert ours.decode(ids) == theirs.decode(ids) == " two"
+    else:
+        ids = ours.encode("  two", add_special_tokens=False)
+        assert ours.decode(ids) == theirs.decode(ids) == "  two"
+
+
+@pytest.mark.parametrize("name, options", [
+    ("llama2", {"add_eos_token": True}), ("llama2", {"add_bos_token": False}),
+    ("mistral", {"add_bos_token": False, "add_eos_token": True}), ("llama3", {"add_eos_token": True}),
+    ("qwen2", {"add_bos_token": True, "add_eos_token": True}),  # Qwen2 has no bos: only eos is added
+])
+def test_add_bos_and_eos_passed_to_from_pretrained(folders, name, options):
+    """tokenizer_config.json's add_bos_token / add_eos_token give way to tokenizer.json's template (the
+    `mistral` folder's add_eos_token=True adds nothing, in the parity tests above); passed as options, they
+    rebuild it, as in transformers."""
+    ours, theirs = _load(folders, name, **options)
+    check(ours, theirs, CORPUS[:5], return_special_tokens_mask=True)
+    check(ours, theirs, PAIRS[:3], return_token_type_ids=True)
+    ids = ours("Hello")["input_ids"]
+    assert (ids[0] == ours.bos_token_id) == bool(options.get("add_bos_token") and ours.bos_token is not None)
+    assert (ids[-1] == ours.eos_token_id) == bool(options.get("add_eos_token"))
+
+
+def test_byte_level_files_under_a_llama_class_are_read_as_they_are(folders, tmp_path):
+    """Llama-3 derivatives whose tokenizer_config.json says LlamaTokenizer: transformers sees the ByteLevel
+    steps in tokenizer.json and does not rebuild a SentencePiece pipeline."""
+    shutil.copytree(folders["llama3"], tmp_path, dirs_exist_ok=True)
+    with open(tmp_path / "tokenizer_config.json", encoding="utf-8") as f:
+        config = json.load(f)
+    _write_json(tmp_path / "tokenizer_config.json", {**config, "tokenizer_class": "LlamaTokenizerFast"})
+    ours, theirs = AutoTokenizer.from_pretrained(tmp_path), transformers.AutoTokenizer.from_pretrained(tmp_path)
+    check(ours, theirs, CORPUS, return_offsets_mapping=True)
+    assert ours.padding_side == theirs.padding_side == "right"
+
+
+def test_sentencepiece_prepend_scheme_follows_legacy_and_add_prefix_space(folders):
+    """transformers' LlamaTokenizer prepends "▁" to the first piece of text only (legacy=False), to every
+    piece between special tokens (legacy=True), or never (add_prefix_space=False)."""
+    texts = ["Hello <s>there", "<s>Hello", " x</s>y", "a\nb"]
+    for options in ({}, {"legacy": True}, {"add_prefix_space": False}):
+        ours, theirs = _load(folders, "llama2", **options)
+        check(ours, theirs, texts, return_offsets_mapping=True)
+        for ids in theirs(texts)["input_ids"]:
+            assert ours.decode(ids) == theirs.decode(ids)
+    assert _load(folders, "llama2")[0].padding_side == "left"  # LlamaTokenizer's default, as in transformers

@@ -3,8 +3,10 @@
 Reads the checkpoints transformers reads: `facebook/bart-*` (fairseq conversions with `encoder.version` /
 `decoder.version` keys, and files without `final_logits_bias`) and anything `BartModel`/`Bart*` saved.
 Attribute paths are checkpoint keys: `model.encoder.layers.0.self_attn.q_proj.weight` is
-`model.model.encoder.layers[0].self_attn.q_proj.weight`. The encoder's and decoder's token embeddings are the
-very same Parameter as `shared` (and as `lm_head`), so only `model.shared.weight` is saved.
+`model.model.encoder.layers[0].self_attn.q_proj.weight`, and the module tree is transformers' (encoder, decoder,
+layers, self_attn, encoder_attn, activation_fn, classification_head...), so forward hooks fire on the same module
+names. The encoder's and decoder's token embeddings are the very same Parameter as `shared` (and as `lm_head`), so
+only `model.shared.weight` is saved.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..generation import GenerationMixin
-from ..layers import (activation, as_batch, attend, causal_attention_mask, check_attention_mask, check_heads,
+from ..layers import (Activation, as_batch, attend, causal_attention_mask, check_attention_mask, check_heads,
                       check_input_ids, check_length, classification_loss, decoder_cache, KVCache, Linear,
                       merge_heads, padding_mask, split_heads, token_loss)
 from ..modeling import PreTrainedModel
@@ -48,83 +50,127 @@ class BartScaledWordEmbedding(nn.Embedding):
 
 
 class BartAttention(nn.Module):
-    """Multi-head attention over the layer's own input (self) or over the encoder output (cross)."""
+    """Multi-head attention over the layer's own input (self) or over `key_value_states`, the encoder output (cross).
 
-    def __init__(self, C: int, n_head: int, dropout: float):
+    `attention_mask` is additive: (B, 1, 1, S) padding, or, for the decoder's self-attention, the (B or 1, 1, T, S)
+    causal + padding mask BartDecoder builds. With `is_causal` and no mask, the attention is causal over the cached
+    and new keys. `cache` (a KVCache) gets the new self-attention keys, and keeps the cross-attention keys of the
+    encoder output, computed on the first call.
+
+    Returns (output (B, T, C), weights (B, nh, T, S) or None); the weights are computed when `output_attentions`
+    or config.attn_implementation == "eager".
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, is_causal: bool = False,
+                 config: Optional[BartConfig] = None, layer_idx: int = 0):
         super().__init__()
-        check_heads(C, n_head)
-        self.n_head, self.dropout = n_head, dropout
+        check_heads(embed_dim, num_heads)
+        self.num_heads, self.dropout, self.is_causal = num_heads, dropout, is_causal
+        self.config, self.layer_idx = config, layer_idx
+        C = embed_dim
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (Linear(C, C) for _ in range(4))
 
-    def forward(self, x: Tensor, mask: Optional[Tensor], *, source: Optional[Tensor] = None, is_causal: bool = False,
-                cache: Optional[KVCache] = None, layer_idx: int = 0,
-                need_weights: bool = False) -> tuple[Tensor, Optional[Tensor]]:
-        q = split_heads(self.q_proj(x), self.n_head)  # (B, nh, T, hs)
-        if source is None:  # self-attention: new keys are appended to the cache
-            k, v = split_heads(self.k_proj(x), self.n_head), split_heads(self.v_proj(x), self.n_head)
+    def forward(self, hidden_states: Tensor, key_value_states: Optional[Tensor] = None,
+                cache: Optional[KVCache] = None, attention_mask: Optional[Tensor] = None,
+                output_attentions: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+        nh, i = self.num_heads, self.layer_idx
+        q = split_heads(self.q_proj(hidden_states), nh)  # (B, nh, T, hs)
+        if key_value_states is None:  # self-attention: new keys are appended to the cache
+            k, v = split_heads(self.k_proj(hidden_states), nh), split_heads(self.v_proj(hidden_states), nh)
             if cache is not None:
-                k, v = cache.update(layer_idx, k, v)  # (B, nh, S, hs)
+                k, v = cache.update(i, k, v)  # (B, nh, S, hs)
         else:  # cross-attention: keys of the encoder output, computed once per cache
-            kv = cache.get_cross(layer_idx) if cache is not None else None
+            kv = cache.get_cross(i) if cache is not None else None
             if kv is None:
-                kv = split_heads(self.k_proj(source), self.n_head), split_heads(self.v_proj(source), self.n_head)
+                kv = split_heads(self.k_proj(key_value_states), nh), split_heads(self.v_proj(key_value_states), nh)
                 if cache is not None:
-                    cache.set_cross(layer_idx, *kv)
+                    cache.set_cross(i, *kv)
             k, v = kv  # (B, nh, S_enc, hs)
-        y, weights = attend(q, k, v, mask, dropout=self.dropout if self.training else 0.0, is_causal=is_causal,
-                            need_weights=need_weights)
+        is_causal = False
+        if self.is_causal and key_value_states is None and attention_mask is None:
+            attention_mask, is_causal = causal_attention_mask(None, q.size(2), k.size(2), q.dtype, q.device)
+        eager = self.config is not None and self.config.attn_implementation == "eager"
+        y, weights = attend(q, k, v, attention_mask, dropout=self.dropout if self.training else 0.0,
+                            is_causal=is_causal, need_weights=output_attentions or eager)
         return self.out_proj(merge_heads(y)), weights  # (B, T, C)
 
 
 class BartLayer(nn.Module):
-    """Post-LN layer: self-attention, cross-attention (decoder only) and feed-forward, each followed by
-    residual + LayerNorm."""
+    """What the encoder and decoder layers share: self-attention + LayerNorm (causal in the decoder, which also
+    has cross-attention + LayerNorm), and the feed-forward (fc1, activation_fn, fc2) + final LayerNorm, post-LN."""
 
-    def __init__(self, config: BartConfig, n_head: int, ffn_dim: int, cross_attention: bool):
+    def __init__(self, config: BartConfig, num_heads: int, ffn_dim: int, is_decoder: bool, layer_idx: int):
         super().__init__()
-        C = config.d_model
-        self.self_attn = BartAttention(C, n_head, config.attention_dropout)
+        C, p = config.d_model, config.attention_dropout
+        self.self_attn = BartAttention(C, num_heads, p, is_causal=is_decoder, config=config, layer_idx=layer_idx)
+        self.dropout, self.activation_dropout = config.dropout, config.activation_dropout
+        self.activation_fn = Activation(config.activation_function)
         self.self_attn_layer_norm = nn.LayerNorm(C)
-        if cross_attention:
-            self.encoder_attn = BartAttention(C, n_head, config.attention_dropout)
+        if is_decoder:
+            self.encoder_attn = BartAttention(C, num_heads, p, config=config, layer_idx=layer_idx)
             self.encoder_attn_layer_norm = nn.LayerNorm(C)
         self.fc1 = Linear(C, ffn_dim)
         self.fc2 = Linear(ffn_dim, C)
         self.final_layer_norm = nn.LayerNorm(C)
-        self.act = activation(config.activation_function)
-        self.dropout, self.activation_dropout = config.dropout, config.activation_dropout
 
-    def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool = False, source: Optional[Tensor] = None,
-                source_mask: Optional[Tensor] = None, cache: Optional[KVCache] = None, layer_idx: int = 0,
-                need_weights: bool = False) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-        p = self.dropout if self.training else 0.0
-        y, weights = self.self_attn(x, mask, is_causal=is_causal, cache=cache, layer_idx=layer_idx,
-                                    need_weights=need_weights)
-        x = self.self_attn_layer_norm(x + F.dropout(y, p, self.training))  # (B, T, C)
-        cross_weights = None
-        if source is not None:
-            y, cross_weights = self.encoder_attn(x, source_mask, source=source, cache=cache, layer_idx=layer_idx,
-                                                 need_weights=need_weights)
-            x = self.encoder_attn_layer_norm(x + F.dropout(y, p, self.training))
-        h = F.dropout(self.act(self.fc1(x)), self.activation_dropout, self.training)  # (B, T, ffn)
-        x = self.final_layer_norm(x + F.dropout(self.fc2(h), p, self.training))
+    def residual(self, norm: nn.LayerNorm, x: Tensor, y: Tensor) -> Tensor:
+        return norm(x + F.dropout(y, self.dropout, self.training))
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        h = F.dropout(self.activation_fn(self.fc1(x)), self.activation_dropout, self.training)  # (B, T, ffn)
+        x = self.residual(self.final_layer_norm, x, self.fc2(h))  # (B, T, C)
         if x.dtype == torch.float16 and not torch.isfinite(x).all():  # keep fp16 activations finite
             limit = torch.finfo(x.dtype).max - 1000
             x = x.clamp(-limit, limit)
-        return x, weights, cross_weights
+        return x
+
+
+class BartEncoderLayer(BartLayer):
+    """Self-attention, then feed-forward. Returns (hidden_states (B, T, C), attention weights or None)."""
+
+    def __init__(self, config: BartConfig, layer_idx: int = 0):
+        super().__init__(config, config.encoder_attention_heads, config.encoder_ffn_dim, False, layer_idx)
+
+    def forward(self, hidden_states: Tensor, attention_mask: Optional[Tensor] = None,
+                output_attentions: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+        y, weights = self.self_attn(hidden_states, attention_mask=attention_mask, output_attentions=output_attentions)
+        return self.feed_forward(self.residual(self.self_attn_layer_norm, hidden_states, y)), weights
+
+
+class BartDecoderLayer(BartLayer):
+    """Causal self-attention, cross-attention over the encoder output (when given), then feed-forward.
+
+    Returns (hidden_states (B, T, C), self-attention weights or None, cross-attention weights or None).
+    """
+
+    def __init__(self, config: BartConfig, layer_idx: int = 0):
+        super().__init__(config, config.decoder_attention_heads, config.decoder_ffn_dim, True, layer_idx)
+
+    def forward(self, hidden_states: Tensor, attention_mask: Optional[Tensor] = None,
+                encoder_hidden_states: Optional[Tensor] = None, encoder_attention_mask: Optional[Tensor] = None,
+                cache: Optional[KVCache] = None,
+                output_attentions: bool = False) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        y, weights = self.self_attn(hidden_states, cache=cache, attention_mask=attention_mask,
+                                    output_attentions=output_attentions)
+        x = self.residual(self.self_attn_layer_norm, hidden_states, y)  # (B, T, C)
+        cross_weights = None
+        if encoder_hidden_states is not None:
+            y, cross_weights = self.encoder_attn(x, encoder_hidden_states, cache, encoder_attention_mask,
+                                                 output_attentions)
+            x = self.residual(self.encoder_attn_layer_norm, x, y)
+        return self.feed_forward(x), weights, cross_weights
 
 
 class BartStack(nn.Module):
     """What the encoder and decoder share: token + position embeddings, layernorm_embedding, the layers."""
 
-    def __init__(self, config: BartConfig, n_layers: int, n_head: int, ffn_dim: int, layerdrop: float,
-                 is_decoder: bool):
+    def __init__(self, config: BartConfig, layer_class: type, n_layers: int, layerdrop: float):
         super().__init__()
         self.config, self.layerdrop = config, layerdrop
         self.embed_tokens = BartScaledWordEmbedding(config)
         # fairseq reserved the first two positions, so the table has 2 more rows and positions start at 2
         self.embed_positions = nn.Embedding(config.max_position_embeddings + 2, config.d_model)
-        self.layers = nn.ModuleList(BartLayer(config, n_head, ffn_dim, is_decoder) for _ in range(n_layers))
+        self.layers = nn.ModuleList(layer_class(config, i) for i in range(n_layers))
         self.layernorm_embedding = nn.LayerNorm(config.d_model)
 
     def embed(self, input_ids: Optional[Tensor], inputs_embeds: Optional[Tensor], past: int = 0) -> Tensor:
@@ -137,7 +183,7 @@ class BartStack(nn.Module):
             inputs_embeds = self.embed_tokens(input_ids)
         T = inputs_embeds.size(1)
         check_length(past + T, cfg.max_position_embeddings, "sequence (cached + new tokens)" if past else "sequence")
-        positions = torch.arange(past + 2, past + T + 2, device=inputs_embeds.device)  # (T,)
+        positions = torch.arange(past + 2, past + T + 2, device=inputs_embeds.device)[None]  # (1, T)
         x = self.layernorm_embedding(inputs_embeds + self.embed_positions(positions))
         return F.dropout(x, cfg.dropout, self.training)  # (B, T, C)
 
@@ -150,8 +196,7 @@ class BartEncoder(BartStack):
     """Returns BaseModelOutput(last_hidden_state (B, T, C), hidden_states, attentions)."""
 
     def __init__(self, config: BartConfig):
-        super().__init__(config, config.encoder_layers, config.encoder_attention_heads, config.encoder_ffn_dim,
-                         config.encoder_layerdrop, is_decoder=False)
+        super().__init__(config, BartEncoderLayer, config.encoder_layers, config.encoder_layerdrop)
 
     def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
                 inputs_embeds: Optional[Tensor] = None, output_attentions: Optional[bool] = None,
@@ -167,7 +212,7 @@ class BartEncoder(BartStack):
         for layer in self.layers:
             if self.skip_layer():
                 continue
-            x, weights, _ = layer(x, mask, need_weights=output_attentions or cfg.attn_implementation == "eager")
+            x, weights = layer(x, mask, output_attentions)
             hidden_states.append(x)
             attentions.append(weights)
         out = BaseModelOutput(last_hidden_state=x,
@@ -184,8 +229,7 @@ class BartDecoder(BartStack):
     """
 
     def __init__(self, config: BartConfig):
-        super().__init__(config, config.decoder_layers, config.decoder_attention_heads, config.decoder_ffn_dim,
-                         config.decoder_layerdrop, is_decoder=True)
+        super().__init__(config, BartDecoderLayer, config.decoder_layers, config.decoder_layerdrop)
 
     def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
                 encoder_hidden_states: Optional[Tensor] = None, encoder_attention_mask: Optional[Tensor] = None,
@@ -203,18 +247,17 @@ class BartDecoder(BartStack):
         B, T, _ = x.shape
         attention_mask = check_attention_mask(attention_mask, B, past + T,
                                               "cached + new decoder tokens" if past else "decoder_input_ids")
-        mask, is_causal = causal_attention_mask(attention_mask, T, past + T, x.dtype, x.device)
+        mask, _ = causal_attention_mask(attention_mask, T, past + T, x.dtype, x.device)  # None: causal in attention
         source_mask = None
         if encoder_hidden_states is not None:
             encoder_attention_mask = check_attention_mask(encoder_attention_mask, B, encoder_hidden_states.size(1),
                                                           "the encoder output")
             source_mask = padding_mask(encoder_attention_mask, x.dtype)  # (B, 1, 1, S_enc) or None
         hidden_states, attentions, cross_attentions = [x], [], []
-        for i, layer in enumerate(self.layers):
+        for layer in self.layers:
             if self.skip_layer():
                 continue
-            x, weights, cross = layer(x, mask, is_causal, encoder_hidden_states, source_mask, cache, i,
-                                      output_attentions or cfg.attn_implementation == "eager")
+            x, weights, cross = layer(x, mask, encoder_hidden_states, source_mask, cache, output_attentions)
             hidden_states.append(x)
             attentions.append(weights)
             cross_attentions.append(cross)
@@ -344,15 +387,27 @@ class BartForConditionalGeneration(GenerationMixin, BartPreTrainedModel):
         return result if return_dict else result.to_tuple()
 
 
+class BartClassificationHead(nn.Module):
+    """out_proj(dropout(tanh(dense(dropout(x))))), over the pooled (B, C) decoder state."""
+
+    def __init__(self, input_dim: int, inner_dim: int, num_classes: int, pooler_dropout: float):
+        super().__init__()
+        self.dense = Linear(input_dim, inner_dim)
+        self.dropout = nn.Dropout(pooler_dropout)
+        self.out_proj = Linear(inner_dim, num_classes)
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        return self.out_proj(self.dropout(torch.tanh(self.dense(self.dropout(hidden_states)))))  # (B, num_classes)
+
+
 class BartForSequenceClassification(BartPreTrainedModel):
     """Classifies the decoder state at the last eos token of each row (every row needs the same number)."""
 
     def __init__(self, config: BartConfig):
         super().__init__(config)
         self.model = BartModel(config)
-        self.classification_head = nn.ModuleDict({"dense": Linear(config.d_model, config.d_model),
-                                                  "out_proj": Linear(config.d_model, config.num_labels)})
-        self.head_dropout = nn.Dropout(config.classifier_dropout)
+        self.classification_head = BartClassificationHead(config.d_model, config.d_model, config.num_labels,
+                                                          config.classifier_dropout)
         self.post_init()
 
     def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
@@ -380,9 +435,7 @@ class BartForSequenceClassification(BartPreTrainedModel):
             raise ValueError(f"every row of input_ids needs the same number (at least one) of eos tokens "
                              f"(id {cfg.eos_token_id}); found {counts.tolist()}")
         pooled = x[eos, :].view(x.size(0), -1, x.size(-1))[:, -1, :]  # (B, C): the last eos of each row
-        head = self.classification_head
-        h = torch.tanh(head["dense"](self.head_dropout(pooled)))
-        logits = head["out_proj"](self.head_dropout(h))  # (B, num_labels)
+        logits = self.classification_head(pooled)  # (B, num_labels)
         loss = None if labels is None else classification_loss(logits, labels, cfg.num_labels, cfg.problem_type)
         result = Seq2SeqSequenceClassifierOutput(loss=loss, logits=logits, **_seq2seq_fields(out))
         return result if return_dict else result.to_tuple()

@@ -67,9 +67,11 @@ class LlamaAttention(nn.Module):
         return q, k
 
     def forward(self, hidden_states: Tensor, position_embeddings: tuple[Tensor, Tensor],
-                attention_mask: Optional[Tensor], is_causal: bool = False,
-                past_key_values: Optional[KVCache] = None,
+                attention_mask: Optional[Tensor] = None, past_key_values: Optional[KVCache] = None,
                 output_attentions: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+        """hidden_states (B, T, C), position_embeddings (cos, sin) from `rotary_emb`, attention_mask an additive
+        (B or 1, 1, T, S) mask or None: causal over the T tokens (and every cached one). Returns (y (B, T, C),
+        attention weights (B, nh, T, S) when output_attentions)."""
         B, T, _ = hidden_states.shape
         hs = self.head_dim
         q = self.q_proj(hidden_states).view(B, T, -1, hs)  # (B, T, nh, hs)
@@ -79,7 +81,7 @@ class LlamaAttention(nn.Module):
         q, k = apply_rotary(q.transpose(1, 2), k.transpose(1, 2), *position_embeddings)  # (B, nh|nkv, T, hs)
         if past_key_values is not None:
             k, v = past_key_values.update(self.layer_idx, k, v)  # (B, nkv, S, hs)
-        y, weights = attend(q, k, v, attention_mask, is_causal=is_causal,
+        y, weights = attend(q, k, v, attention_mask, is_causal=attention_mask is None and T > 1,
                             dropout=self.attention_dropout if self.training else 0.0, scale=self.scaling,
                             need_weights=output_attentions)  # (B, nh, T, hs)
         return self.o_proj(merge_heads(y)), weights  # (B, T, C)
@@ -96,11 +98,17 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def forward(self, hidden_states: Tensor, attention_mask: Optional[Tensor], is_causal: bool,
-                position_embeddings: tuple[Tensor, Tensor], past_key_values: Optional[KVCache] = None,
+    def forward(self, hidden_states: Tensor, attention_mask: Optional[Tensor] = None,
+                position_embeddings: Optional[tuple[Tensor, Tensor]] = None,
+                past_key_values: Optional[KVCache] = None,
                 output_attentions: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+        """As LlamaAttention: a None mask is causal; position_embeddings (cos, sin) come from `rotary_emb`.
+        Returns (hidden_states (B, T, C), attention weights or None)."""
+        if position_embeddings is None:
+            raise ValueError("position_embeddings (cos, sin) are required: compute them with the model's "
+                             "rotary_emb(hidden_states, position_ids)")
         y, weights = self.self_attn(self.input_layernorm(hidden_states), position_embeddings, attention_mask,
-                                    is_causal, past_key_values, output_attentions)
+                                    past_key_values, output_attentions)
         x = hidden_states + y
         return x + self.mlp(self.post_attention_layernorm(x)), weights
 
@@ -184,15 +192,15 @@ class LlamaModel(LlamaPreTrainedModel):
         elif position_ids.dim() == 1:
             position_ids = position_ids[None]
         attention_mask = check_attention_mask(attention_mask, B, S, "cached + new tokens" if past else "the input")
-        masks = {}  # window -> (mask, is_causal), one per distinct window
+        masks = {}  # window -> additive mask, or None for plain causal attention; one per distinct window
         need_weights = output_attentions or cfg.attn_implementation == "eager"
         position_embeddings = self.rotary_emb(x, position_ids)  # 2 × (B or 1, T, hs)
         hidden_states, attentions = [x], []
         for layer in self.layers:
             window = layer.self_attn.sliding_window
-            if window not in masks:
-                masks[window] = causal_attention_mask(attention_mask, T, S, x.dtype, x.device, window)
-            x, weights = layer(x, *masks[window], position_embeddings, cache, need_weights)
+            if window not in masks:  # (mask, is_causal): is_causal is exactly "no mask and T > 1"
+                masks[window] = causal_attention_mask(attention_mask, T, S, x.dtype, x.device, window)[0]
+            x, weights = layer(x, masks[window], position_embeddings, cache, need_weights)
             hidden_states.append(x)
             attentions.append(weights)
         x = self.norm(x)

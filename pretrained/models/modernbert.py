@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import (Activation, apply_rotary, attend, check_attention_mask, check_encoder_inputs, check_heads,
-                      classification_loss, combine_masks, Linear, padding_mask, sliding_window_mask, span_outputs,
-                      token_loss)
+                      classification_loss, combine_masks, Linear, padding_mask, RotaryEmbedding, sliding_window_mask,
+                      span_outputs, token_loss)
 from ..modeling import PreTrainedModel
 from ..outputs import (BaseModelOutput, MaskedLMOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput,
                        TokenClassifierOutput)
@@ -60,26 +60,20 @@ class ModernBertMLP(nn.Module):
 
 
 class ModernBertRotaryEmbedding(nn.Module):
-    """cos and sin of the rotary angles, per layer type: global layers use rope_parameters["full_attention"]'s theta
-    (160000 by default), local ones "sliding_attention"'s (10000). The inverse frequencies are computed once on the
-    CPU in float32, as transformers does, and are not saved."""
+    """cos and sin of the rotary angles, per layer type: global layers use rope_parameters["full_attention"]
+    (theta 160000 by default), local ones "sliding_attention" (10000). One module, as in transformers' tree; the
+    per-type `RotaryEmbedding`s of layers.py it holds are plain attributes, not submodules."""
 
     def __init__(self, config: ModernBertConfig):
         super().__init__()
-        dim = config.hidden_size // config.num_attention_heads
-        exponents = torch.arange(0, dim, 2, dtype=torch.float, device="cpu") / dim
+        head_dim = config.hidden_size // config.num_attention_heads
         self.layer_types = sorted(set(config.layer_types))
-        self.inv_freq = {t: 1.0 / (config.rope_parameters[t]["rope_theta"] ** exponents) for t in self.layer_types}
-        self._on_device: dict[tuple[str, torch.device], Tensor] = {}
+        self.rotary = {t: RotaryEmbedding(config.rope_parameters[t], head_dim, config.max_position_embeddings)
+                       for t in self.layer_types}
 
     def forward(self, x: Tensor, position_ids: Tensor, layer_type: str) -> tuple[Tensor, Tensor]:
         """(cos, sin), each (B or 1, T, hs) in x's dtype, for position_ids (B or 1, T)."""
-        inv_freq = self._on_device.get((layer_type, x.device))
-        if inv_freq is None:
-            inv_freq = self._on_device[layer_type, x.device] = self.inv_freq[layer_type].to(x.device)
-        freqs = position_ids[..., None].float() * inv_freq  # (B, T, hs / 2)
-        emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, hs)
-        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        return self.rotary[layer_type](x, position_ids)
 
 
 class ModernBertAttention(nn.Module):

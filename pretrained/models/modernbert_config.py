@@ -89,10 +89,6 @@ class ModernBertConfig(PretrainedConfig):
         if self.classifier_pooling not in CLASSIFIER_POOLING:
             raise ConfigError(f"classifier_pooling={self.classifier_pooling!r} is not one of "
                               f"{', '.join(CLASSIFIER_POOLING)}")
-        for layer_type, entry in self.rope_parameters.items():
-            if entry.get("rope_type", "default") != "default":
-                raise ConfigError(f"rope_parameters[{layer_type!r}] has rope_type {entry.get('rope_type')!r}; "
-                                  f"ModernBERT is supported with the default rope type only")
 
     @property
     def sliding_window(self) -> int:

@@ -26,6 +26,7 @@ from ..outputs import (BaseModelOutput, BaseModelOutputWithPooling, MaskedLMOutp
                        SequenceClassifierOutput, TokenClassifierOutput)
 from .bert import _head_outputs
 from .mpnet_config import MPNetConfig  # re-exported: the config lives in a torch-free module
+from .roberta import RobertaClassificationHead, RobertaLMHead
 
 PADDING_IDX = 1  # fixed in MPNet (fairseq's <pad>), whatever config.pad_token_id says
 NUM_BUCKETS, MAX_DISTANCE = 32, 128  # transformers buckets with these, whatever relative_attention_num_buckets says
@@ -225,19 +226,9 @@ class MPNetModel(MPNetPreTrainedModel):
         return out if return_dict else out.to_tuple()
 
 
-class MPNetLMHead(nn.Module):
-    """dense -> GELU (always the erf form, whatever hidden_act) -> layer_norm -> decoder (tied to the embeddings)."""
-
-    def __init__(self, config: MPNetConfig):
-        super().__init__()
-        self.dense = Linear(config.hidden_size, config.hidden_size)
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.decoder = Linear(config.hidden_size, config.vocab_size)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-
-    def forward(self, features: Tensor) -> Tensor:
-        x = self.layer_norm(nn.functional.gelu(self.dense(features)))
-        return self.decoder(x)  # (B, T, vocab); decoder.bias is self.bias
+# transformers' MPNet heads are copies of RoBERTa's: same modules, same maths
+MPNetLMHead = RobertaLMHead
+MPNetClassificationHead = RobertaClassificationHead
 
 
 class MPNetForMaskedLM(MPNetPreTrainedModel):
@@ -260,21 +251,6 @@ class MPNetForMaskedLM(MPNetPreTrainedModel):
         logits = self.lm_head(out.last_hidden_state)  # (B, T, vocab)
         loss = None if labels is None else token_loss(logits, labels)
         return _head_outputs(out, return_dict, MaskedLMOutput, loss, logits=logits)
-
-
-class MPNetClassificationHead(nn.Module):
-    """First token -> dropout -> dense -> tanh -> dropout -> out_proj (RoBERTa's sentence classifier)."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.dense = Linear(config.hidden_size, config.hidden_size)
-        p = getattr(config, "classifier_dropout", None)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob if p is None else p)
-        self.out_proj = Linear(config.hidden_size, config.num_labels)
-
-    def forward(self, features: Tensor) -> Tensor:
-        x = self.dropout(torch.tanh(self.dense(self.dropout(features[:, 0]))))  # (B, C)
-        return self.out_proj(x)  # (B, num_labels)
 
 
 class MPNetForSequenceClassification(MPNetPreTrainedModel):

@@ -13,6 +13,7 @@ import transformers
 from safetensors.torch import load_file
 
 import pretrained
+from test_module_tree import record  # name -> output of every module whose forward hook fires
 
 TOL = 1e-5  # fp32 max abs difference against transformers: the one place to change for a "fast" mode
 PAD, BOS, EOS = 0, 1, 2
@@ -111,22 +112,38 @@ def check_forward(folder: str, arch: str, vocab_size: int, T: int = 12) -> None:
 
 
 def check_hooks(folder: str, arch: str, vocab_size: int) -> None:
-    """The same module tree as transformers', and forward hooks fire on the same module names."""
-    model, ref = ours(folder, arch), hf(folder, arch)
-    assert [n for n, _ in model.named_modules()] == [n for n, _ in ref.named_modules()]
-    ids, mask, _ = padded(vocab_size)
-    fired = []
-    for m in (model, ref):
-        seen: set[str] = set()
-        handles = [mod.register_forward_hook(lambda *_, name=name: seen.add(name)) for name, mod in m.named_modules()]
-        try:
-            with torch.no_grad():
-                m(ids, attention_mask=mask)
-        finally:
-            for h in handles:
-                h.remove()
-        fired.append(seen)
-    assert fired[0] == fired[1], fired[0] ^ fired[1]
+    """The same module tree as transformers'; forward hooks fire on the same module names, under both attention
+    implementations, and what each one sees is transformers' value."""
+    for attn in ("sdpa", "eager"):
+        model, ref = ours(folder, arch, attn), hf(folder, arch, attn)
+        assert [n for n, _ in model.named_modules()] == [n for n, _ in ref.named_modules()]
+        ids, mask, _ = padded(vocab_size, B=2, T=7)  # a full row and a right-padded one: no row without keys
+        a, b = record(model, input_ids=ids, attention_mask=mask), record(ref, input_ids=ids, attention_mask=mask)
+        assert set(a) == set(b), set(a) ^ set(b)
+        for name, theirs in b.items():
+            assert a[name].shape == theirs.shape, name
+            if theirs.is_floating_point():
+                assert diff(a[name], theirs) <= TOL, (attn, name, diff(a[name], theirs))
+
+
+def check_blocks_callable(folder: str, arch: str, vocab_size: int) -> None:
+    """The decoder layer, its attention and MLP, the norms and rotary_emb called on their own (no mask: causal)
+    compute what transformers' do."""
+    model, ref = ours(folder, arch), hf(folder, arch, "sdpa")
+    base, their_base = model.base_model, ref.base_model
+    ids = padded(vocab_size, B=2, T=7)[0]
+    with torch.no_grad():
+        h = base.embed_tokens(ids)  # (B, T, C)
+        pos = torch.arange(7)[None]
+        pe, their_pe = base.rotary_emb(h, pos), their_base.rotary_emb(h, pos)
+        assert diff(pe[0], their_pe[0]) <= TOL and diff(pe[1], their_pe[1]) <= TOL
+        layer, their_layer = base.layers[1], their_base.layers[1]
+        x, weights = layer(h, position_embeddings=pe)
+        assert weights is None and diff(x, their_layer(h, position_embeddings=their_pe)) <= TOL
+        y, weights = layer.self_attn(layer.input_layernorm(h), pe, output_attentions=True)
+        their_y = their_layer.self_attn(their_layer.input_layernorm(h), their_pe, None)[0]
+        assert diff(y, their_y) <= TOL and torch.all(weights[0, :, 0, 1:] == 0)  # causal without a mask
+        assert diff(layer.mlp(h), their_layer.mlp(h)) <= TOL and diff(base.norm(h), their_base.norm(h)) <= TOL
 
 
 def check_cached_decoding(folder: str, arch: str, vocab_size: int, steps: int = 8, T: int = 8) -> None:

@@ -7,8 +7,9 @@ import json
 
 import pytest
 import torch
-from rotary_decoders import (BOS, EOS, PAD, TOL, check_bf16, check_cached_decoding, check_config, check_forward,
-                             check_generate, check_hooks, check_save_load, diff, hf, ours, padded, save_hf)
+from rotary_decoders import (BOS, EOS, PAD, TOL, check_bf16, check_blocks_callable, check_cached_decoding,
+                             check_config, check_forward, check_generate, check_hooks, check_save_load, diff, hf,
+                             ours, padded, save_hf)
 
 from pretrained import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 from pretrained.configuration import ConfigError
@@ -44,6 +45,7 @@ def test_forward_matches_transformers(dirs, name):
 def test_module_tree_and_hooks_match_transformers(dirs):
     for name in CLASSES:
         check_hooks(dirs[name], name, V)
+    check_blocks_callable(dirs["LlamaForCausalLM"], "LlamaForCausalLM", V)
 
 
 def test_cached_decoding_matches_the_full_pass(dirs):

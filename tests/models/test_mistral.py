@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from rotary_decoders import (BOS, EOS, PAD, TOL, check_cached_decoding, check_config, check_forward, check_generate,
-                             check_hooks, check_save_load, diff, ours, padded, save_hf)
+                             check_blocks_callable, check_hooks, check_save_load, diff, ours, padded, save_hf)
 
 from pretrained import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 from pretrained.models.mistral import MistralConfig, MistralForCausalLM, MistralForSequenceClassification, MistralModel
@@ -43,6 +43,7 @@ def test_the_window_matters_and_no_window_matches_too(dirs, tmp_path):
 def test_module_tree_and_hooks_match_transformers(dirs):
     for name in CLASSES:
         check_hooks(dirs[name], name, V)
+    check_blocks_callable(dirs["MistralForCausalLM"], "MistralForCausalLM", V)
 
 
 def test_cached_decoding_past_the_window_matches_the_full_pass(dirs):

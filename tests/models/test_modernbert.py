@@ -101,8 +101,11 @@ def test_bad_config_values_are_named():
         ModernBertConfig(num_hidden_layers=1, layer_types=["global"])
     with pytest.raises(ConfigError, match="global_attn_every_n_layers must be a positive integer"):
         ModernBertConfig(global_attn_every_n_layers=0)
-    with pytest.raises(ConfigError, match="rope_type 'yarn'"):
-        ModernBertConfig(rope_parameters={"full_attention": {"rope_type": "yarn", "rope_theta": 1.0}})
+    config = ModernBertConfig(**SIZES["tiny"], rope_parameters={"full_attention": {"rope_type": "yarn"}})
+    with pytest.raises(ConfigError, match="rope_type 'yarn' lack factor, original_max_position_embeddings"):
+        ModernBertModel(config)
+    with pytest.raises(ConfigError, match="rope_type 'nope'"):
+        ModernBertModel(ModernBertConfig(**SIZES["tiny"], rope_parameters={"sliding_attention": {"rope_type": "nope"}}))
 
 
 # -- parity, both directions ------------------------------------------------------------------------------------------
@@ -152,6 +155,16 @@ def test_long_input_many_windows(hf_family_checkpoint, batch, diff):
         model = ModernBertModel(ModernBertConfig(**{**SIZES["tiny"], "layer_types": layer_types})).eval()
         a, b = (run(model, {"input_ids": x}).last_hidden_state[0, :50] for x in (ids, changed))
         assert torch.equal(a, b) is not reached
+
+
+def test_other_rope_types_per_layer_type(hf_family_checkpoint, batch, diff):
+    """Linear scaling on global layers, dynamic NTK on local ones, past max_position_embeddings (16)."""
+    rope = {"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000.0},
+            "sliding_attention": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 100.0}}
+    folder = checkpoint(hf_family_checkpoint, "ModernBertModel", max_position_embeddings=16, rope_parameters=rope)
+    inputs = inputs_for(batch, "tiny", T=30)
+    a = run(ModernBertModel.from_pretrained(folder), inputs, output_attentions=True).last_hidden_state
+    assert diff(a, run(hf(folder, "ModernBertModel"), inputs).last_hidden_state) == 0.0
 
 
 def test_fresh_model_ties_and_inits(batch, diff, tmp_path):

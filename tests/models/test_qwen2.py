@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from rotary_decoders import (EOS, PAD, TOL, check_cached_decoding, check_config, check_forward, check_generate,
-                             check_hooks, check_save_load, diff, ours, padded, save_hf)
+                             check_blocks_callable, check_hooks, check_save_load, diff, ours, padded, save_hf)
 
 from pretrained import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 from pretrained.models.qwen2 import Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification, Qwen2Model
@@ -53,6 +53,7 @@ def test_sliding_window_layers_match_transformers(tmp_path):
 def test_module_tree_and_hooks_match_transformers(dirs):
     for name in CLASSES:
         check_hooks(dirs[name], name, V)
+    check_blocks_callable(dirs["Qwen2ForCausalLM"], "Qwen2ForCausalLM", V)
 
 
 def test_cached_decoding_matches_the_full_pass(dirs):

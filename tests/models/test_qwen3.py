@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from rotary_decoders import (EOS, PAD, check_cached_decoding, check_config, check_forward, check_generate,
-                             check_hooks, check_save_load, ours, save_hf)
+                             check_blocks_callable, check_hooks, check_save_load, ours, save_hf)
 
 from pretrained import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 from pretrained.models.qwen3 import Qwen3Config, Qwen3ForCausalLM, Qwen3ForSequenceClassification, Qwen3Model
@@ -37,6 +37,7 @@ def test_head_dim_and_qk_norms(dirs):
 def test_module_tree_and_hooks_match_transformers(dirs):
     for name in CLASSES:
         check_hooks(dirs[name], name, V)
+    check_blocks_callable(dirs["Qwen3ForCausalLM"], "Qwen3ForCausalLM", V)
 
 
 def test_cached_decoding_matches_the_full_pass(dirs):
