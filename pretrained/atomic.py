@@ -1,8 +1,9 @@
 """Atomic file writes: a failure half-way never leaves a truncated file where a good one was.
 
-Every file is written to a temporary name beside its target (`.NAME.XXXXXXXX.tmp`), flushed to disk (fsync),
+Every file is written to a temporary name beside its target (`.NAME.PID.XXXXXXXX.tmp`), flushed to disk (fsync),
 renamed into place, and the folder is synced after the rename, so that a power cut leaves the old file or the
-new one. Temporary files a killed process left behind are removed by `remove_leftover_temps`.
+new one. Temporary files a killed process left behind (its PID no longer runs) are removed by
+`remove_leftover_temps`.
 """
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ import tempfile
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-# What temp_path_beside names its files: "." + target name + "." + mkstemp's 8 random characters + ".tmp".
-_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+# What temp_path_beside names its files: "." + target name + "." + the writer's process id + "." + mkstemp's 8
+# random characters + ".tmp". The process id tells a killed writer's leftovers from a live writer's files.
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+?)(\.(?P<pid>\d+))?\.[A-Za-z0-9_]{8}\.tmp$")
 
 
 def temp_path_beside(path: str | os.PathLike) -> str:
     """A new, empty temporary file in the same folder as `path` (so that os.replace is atomic)."""
     folder, name = os.path.split(os.fspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder or ".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder or ".")
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; saved checkpoints get normal permissions
     return tmp
@@ -75,13 +77,30 @@ def write_temp(path: str | os.PathLike, data: bytes) -> str:
     return tmp
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (then its temporary files may still be in use)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists, under another user (or we cannot tell): leave its files
+    return True
+
+
 def remove_leftover_temps(folder: str | os.PathLike, is_ours) -> list[str]:
-    """Remove the temporary files (`.NAME.XXXXXXXX.tmp`) of targets `is_ours(NAME)` accepts, left by a killed
-    write into `folder`; returns the names removed."""
+    """Remove the temporary files (`.NAME.PID.XXXXXXXX.tmp`) of targets `is_ours(NAME)` accepts that a killed
+    write into `folder` left (the process PID no longer runs); returns the names removed."""
     removed = []
     for entry in os.listdir(folder):
         match = _TEMP_NAME.match(entry)
-        if match and is_ours(match.group("target")) and os.path.isfile(os.path.join(folder, entry)):
+        if not match or not is_ours(match.group("target")):
+            continue
+        if match.group("pid") is not None and _alive(int(match.group("pid"))):
+            continue
+        if os.path.isfile(os.path.join(folder, entry)):
             try:
                 os.remove(os.path.join(folder, entry))
                 removed.append(entry)

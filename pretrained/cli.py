@@ -190,21 +190,11 @@ def _run_sentence_folder(model_name: str, folder: str, texts: list[str], args: a
     folder with modules.json is run as a SentenceTransformer: its own pooling, normalisation and prompts."""
     from . import sentence
 
-    load = {"model_name_or_path": folder}
-    if not os.path.isdir(model_name):
-        # `download` fetched config, weights and tokenizer into the snapshot `folder` (named by its commit); the
-        # sentence-transformers files come from the same commit (no request when cached), the module folders
-        # (1_Pooling, 2_Dense) through the classes' own loading.
-        from .hub import Source
-
-        source = Source(model_name, revision=os.path.basename(os.path.normpath(folder)))
-        for name in ("modules.json", "config_sentence_transformers.json"):
-            source.file(name)
-        load = {"model_name_or_path": model_name, "revision": source.commit}
+    # For a Hub id, `folder` is the snapshot that hub.download filled, module folders (1_Pooling, …) included.
     if sentence.is_reranker(folder):
         if len(texts) < 2:
             raise SystemExit("error: a reranker needs a query and at least one document: run MODEL QUERY DOC...")
-        model = sentence.CrossEncoder(**load)
+        model = sentence.CrossEncoder(folder)
         print(f"model: {model_name} (CrossEncoder: {type(model.model).__name__}, "
               f"{model.model.num_parameters() / 1e6:.1f}M parameters, scores through "
               f"{type(model.activation_fn).__name__})")
@@ -225,7 +215,7 @@ def _run_sentence_folder(model_name: str, folder: str, texts: list[str], args: a
         return False
     if not texts:
         raise SystemExit("error: give at least one TEXT to run the model on")
-    model = sentence.SentenceTransformer(**load)
+    model = sentence.SentenceTransformer(folder)
     chain = " -> ".join(_describe_module(m) for m in model)
     print(f"model: {model_name} (SentenceTransformer: {type(model[0].auto_model).__name__}, "
           f"{model[0].auto_model.num_parameters() / 1e6:.1f}M parameters)")

@@ -479,7 +479,8 @@ def download(name_or_path, **options) -> str:
     """Fetch what loading a model needs into the cache and return the local folder.
 
     That is config.json, one weights format (safetensors first; an index and all its shards when sharded),
-    generation_config.json and the tokenizer files the repo has. A local folder is returned as it is.
+    generation_config.json, the tokenizer files the repo has, and for a sentence-transformers repo its module
+    files (modules.json, 1_Pooling/, 2_Dense/, …). A local folder is returned as it is.
 
     Args:
         name_or_path: Hub id or folder.
@@ -507,7 +508,34 @@ def download(name_or_path, **options) -> str:
         source.file(name)
     for name in source.listdir("additional_chat_templates"):  # named chat templates, beside chat_template.jinja
         source.file(f"additional_chat_templates/{name}")
+    download_sentence_modules(source)
     return source.folder
+
+
+# A sentence-transformers repo: its own files at the root, and what each module folder of modules.json holds
+# (1_Pooling/config.json, 2_Dense/config.json + weights, an old 0_Transformer/ with its encoder and tokenizer).
+SENTENCE_FILES = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json")
+MODULE_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "sentence_bert_config.json",
+                *TOKENIZER_FILES)
+
+
+def download_sentence_modules(source: Source) -> None:
+    """Fetch a sentence-transformers repo's module files, so that its snapshot folder loads as a
+    SentenceTransformer or CrossEncoder; nothing for a repo without modules.json."""
+    for name in SENTENCE_FILES:
+        source.file(name)
+    path = source.file("modules.json")
+    if path is None:
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            entries = json.load(f)
+        folders = {e.get("path") for e in entries if isinstance(e, dict)}
+    except (ValueError, TypeError, AttributeError):
+        return  # loading the folder reports the bad modules.json, naming it
+    for folder in sorted(f for f in folders if isinstance(f, str) and f.strip("/")):
+        for name in MODULE_FILES:
+            source.file(f"{folder.strip('/')}/{name}")
 
 
 def cached_repos(cache_dir=None) -> list[dict]:

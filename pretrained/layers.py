@@ -162,14 +162,21 @@ def combine_masks(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
     return (a + b).clamp_(min=torch.finfo(a.dtype).min)
 
 
-def sliding_window_mask(T: int, window: int, dtype: torch.dtype, device: torch.device) -> Optional[Tensor]:
-    """Additive (1, 1, T, T) mask of a bidirectional local attention: query i sees key j when |i - j| <= window
-    (ModernBERT's local layers). None when the window covers the whole sequence."""
+def sliding_window_mask(T: int, window: int, device: torch.device) -> Optional[Tensor]:
+    """Boolean (1, 1, T, T) mask of a bidirectional local attention, True where query i sees key j: |i - j| <= window
+    (ModernBERT's local layers). None when the window covers the whole sequence. Boolean, not additive: at 8192
+    tokens a float mask would take 4x the memory."""
     if T <= window + 1:
         return None
     pos = torch.arange(T, device=device)
-    far = (pos[None, :] - pos[:, None]).abs() > window  # (T, T)
-    return torch.zeros(T, T, dtype=dtype, device=device).masked_fill_(far, torch.finfo(dtype).min)[None, None]
+    return ((pos[None, :] - pos[:, None]).abs() <= window)[None, None]  # (1, 1, T, T)
+
+
+def additive_mask(visible: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    """A boolean mask (True: attend) as the additive float mask the explicit softmax path adds: 0 or finfo.min."""
+    if visible is None:
+        return None
+    return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill_(~visible, torch.finfo(dtype).min)
 
 
 # -- attention ---------------------------------------------------------------------------------------------

@@ -223,7 +223,6 @@ class Transformer(nn.Module):
         names = ("input_ids", "attention_mask", "token_type_ids")
         self._model_inputs = tuple(n for n in names if n in accepted and
                                    (n in tokenizer.model_input_names or n == "input_ids"))
-        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     @property
     def model(self) -> nn.Module:
@@ -250,7 +249,8 @@ class Transformer(nn.Module):
         """The padded model inputs (B, T) of the texts at `rows`."""
         ids = [tokens["input_ids"][i] for i in rows]
         keep = _padding(torch.tensor([len(r) for r in ids]), self.tokenizer.padding_side == "left")
-        features = {"input_ids": _fill(keep, ids, self._pad_id), "attention_mask": keep.long()}
+        pad_id = self.tokenizer.pad_token_id
+        features = {"input_ids": _fill(keep, ids, 0 if pad_id is None else pad_id), "attention_mask": keep.long()}
         if "token_type_ids" in self._model_inputs:
             features["token_type_ids"] = _fill(keep, [tokens["token_type_ids"][i] for i in rows], 0)
         return {k: v.to(device, non_blocking=True) for k, v in features.items()}

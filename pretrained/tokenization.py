@@ -105,7 +105,7 @@ FAMILY_BY_CLASS = {"BertTokenizer": BERT, "ElectraTokenizer": BERT, "DistilBertT
                    "GPT2Tokenizer": GPT2, "RobertaTokenizer": ROBERTA, "BartTokenizer": ROBERTA,
                    "LlamaTokenizer": LLAMA, "Qwen2Tokenizer": QWEN2}
 # config.json's `model_type` -> family, used when tokenizer_config.json names no class.
-FAMILY_BY_MODEL_TYPE = {"bert": BERT, "distilbert": BERT, "electra": BERT, "gpt2": GPT2, "gpt_neo": GPT2,
+FAMILY_BY_MODEL_TYPE = {"bert": BERT, "distilbert": DISTILBERT, "electra": BERT, "gpt2": GPT2, "gpt_neo": GPT2,
                         "opt": GPT2, "roberta": ROBERTA, "bart": ROBERTA, "qwen2": QWEN2, "qwen3": QWEN2,
                         "mistral": GENERIC, "mixtral": GENERIC}
 # Model types whose registered tokenizer transformers 5 uses whatever tokenizer_config.json says: Qwen2 (its

@@ -155,6 +155,13 @@ CASES = [
     Case("num_hidden_layers true", edit_config(num_hidden_layers=True), "ConfigError", "num_hidden_layers"),
     Case("num_hidden_layers 1e6", edit_config(num_hidden_layers=10**6), "ConfigError", "num_hidden_layers"),
     Case("n_layer 0 (GPT-2)", edit_config(n_layer=0), "ConfigError", ["config.json", "n_layer"], base="gpt2"),
+    # other families' configs get the same checks from their declared fields
+    Case("DistilBERT n_layers 0", edit_config(model_type="distilbert", n_layers=0), "ConfigError",
+         ["config.json", "n_layers"]),
+    Case("Llama rms_norm_eps NaN", edit_config(model_type="llama", rms_norm_eps=float("nan")), "ConfigError",
+         ["config.json", "rms_norm_eps"]),
+    Case("Qwen2 num_hidden_layers 1e6", edit_config(model_type="qwen2", num_hidden_layers=10**6), "ConfigError",
+         "num_hidden_layers"),
     Case("id2label bad key", edit_config(id2label={"x": "A"}), "ConfigError", ["id2label", "'x'"]),
     Case("num_labels 1e8 in AutoConfig", edit_config(num_labels=10**8), "ConfigError", "num_labels",
          call="autoconfig", memory=True),

@@ -349,35 +349,66 @@ from pretrained.chat import ChatSession, repl  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def chat_dir(tmp_path_factory):
-    """A tiny GPT-2 with a Qwen2.5-shaped tokenizer and its chat template. Weights are scaled up so that the
-    replies depend on the context; the special tokens' output rows copy an ordinary token's, so that greedy
-    decoding (which takes the lowest id of a tie) never ends a reply early: each runs to max_new_tokens."""
-    folder = tokenizer_files.byte_level_bpe(tmp_path_factory.mktemp("chat-gpt2"), "qwen2", model_type="gpt2")
+def _chat_checkpoint(folder, arch: str, seed: int = 0) -> str:
+    """A tiny causal LM built and saved by transformers, with a chat tokenizer in its checkpoints' shape: GPT-2
+    and Qwen2 with Qwen2.5's tokenizer and template, Llama with Llama-3.1's (and its list of eos ids). Weights
+    are scaled up so that the replies depend on the context; the special tokens' output rows copy an ordinary
+    token's, so that greedy decoding (which takes the lowest id of a tie) never ends a reply early."""
+    kind = "llama3" if arch == "llama" else "qwen2"
+    tokenizer_files.byte_level_bpe(folder, kind, model_type=arch)
     tok = transformers.AutoTokenizer.from_pretrained(folder)
-    end = tok.convert_tokens_to_ids("<|endoftext|>")
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=len(tok), n_positions=1024,
-                                     bos_token_id=end, eos_token_id=end, tie_word_embeddings=False)
-    model = transformers.GPT2LMHeadModel(config)
+    special = sorted(tok.added_tokens_decoder)
+    end = tok.convert_tokens_to_ids("<|end_of_text|>" if arch == "llama" else "<|endoftext|>")
+    torch.manual_seed(seed)
+    if arch == "gpt2":
+        config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=len(tok), n_positions=1024,
+                                         bos_token_id=end, eos_token_id=end, tie_word_embeddings=False)
+    else:
+        config = getattr(transformers, "LlamaConfig" if arch == "llama" else "Qwen2Config")(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False, bos_token_id=end,
+            eos_token_id=end)
+    model = transformers.AutoModelForCausalLM.from_config(config)
     perturb(model)
     with torch.no_grad():
-        model.lm_head.weight.mul_(25)
-        model.transformer.wte.weight.mul_(10)
-        model.transformer.wpe.weight.mul_(10)
-        for token in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
-            model.lm_head.weight[tok.convert_tokens_to_ids(token)] = model.lm_head.weight[5]
+        head = model.get_output_embeddings().weight
+        head.mul_(25)
+        if arch == "gpt2":
+            model.get_input_embeddings().weight.mul_(10)
+            model.transformer.wpe.weight.mul_(10)
+        for name, weight in model.named_parameters():  # strong attention: earlier turns weigh on the reply
+            if name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight")):
+                weight.mul_(2)
+        for token_id in special:
+            head[token_id] = head[5]
+    if arch == "llama":
+        model.generation_config.eos_token_id = [end, tok.convert_tokens_to_ids("<|eot_id|>")]
     model.save_pretrained(folder)
-    return folder
+    return str(folder)
 
 
 @pytest.fixture(scope="module")
-def reference(chat_dir):
+def chat_dirs(tmp_path_factory):
+    made = {}
+
+    def get(arch):
+        if arch not in made:
+            made[arch] = _chat_checkpoint(tmp_path_factory.mktemp(f"chat-{arch}"), arch)
+        return made[arch]
+    return get
+
+
+@pytest.fixture(scope="module")
+def chat_dir(chat_dirs):
+    return chat_dirs("gpt2")
+
+
+def _reference(folder):
     """transformers' greedy reply to a conversation, through its apply_chat_template and generate."""
-    tok = transformers.AutoTokenizer.from_pretrained(chat_dir)
-    model = transformers.GPT2LMHeadModel.from_pretrained(chat_dir).eval()
-    stop = [tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")]
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    eos = model.generation_config.eos_token_id
+    stop = (list(eos) if isinstance(eos, list) else [eos]) + [tok.eos_token_id]
 
     def reply(messages, max_new_tokens=8, prefixes=False):
         ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=False)
@@ -394,6 +425,11 @@ def reference(chat_dir):
     return reply
 
 
+@pytest.fixture(scope="module")
+def reference(chat_dir):
+    return _reference(chat_dir)
+
+
 def _chat(folder, *args, stdin: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "pretrained.cli", "chat", folder, *args], input=stdin, text=True,
@@ -405,12 +441,16 @@ def _replies(stdout: str) -> list[str]:
     return [chunk.removesuffix("\n") for chunk in stdout.split(">>> ")[1:]]
 
 
-def test_chat_keeps_the_history_across_turns(chat_dir, reference):
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_chat_keeps_the_history_across_turns(chat_dirs, arch):
     """Turn 2 is answered with turn 1 in the prompt; /reset starts over (the system prompt stays)."""
+    chat_dir = chat_dirs(arch)
+    reference = _reference(chat_dir)
     run = _chat(chat_dir, "--system", "Be brief.", "--max-new-tokens", "8",
                 stdin="Hello there\nWhat is the capital of France?\n/reset\nWhat is the capital of France?\n")
     assert run.returncode == 0, run.stderr
-    assert "GPT2LMHeadModel" in run.stdout.split(">>> ")[0]
+    assert {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[arch] in \
+        run.stdout.split(">>> ")[0]
     first, second, reset, third, end = _replies(run.stdout)
     system = {"role": "system", "content": "Be brief."}
     turn1 = [system, {"role": "user", "content": "Hello there"}]
@@ -455,7 +495,10 @@ def test_ctrl_c_stops_a_reply_and_keeps_the_session(chat_dir, reference):
     assert next_reply == reference(history, 300)
 
 
-def test_run_uses_the_chat_template(chat_dir, reference, capsys):
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_run_uses_the_chat_template(chat_dirs, arch, capsys):
+    chat_dir = chat_dirs(arch)
+    reference = _reference(chat_dir)
     assert cli.main(["run", chat_dir, "Hello there", "--max-new-tokens", "8"]) == 0
     out = capsys.readouterr().out
     assert "chat template applied" in out

@@ -6,7 +6,9 @@ compare, for every class of every family, the names of the modules whose forward
 transformers' for the same tiny checkpoint, under both of its attention implementations ("sdpa" and "eager").
 The comparison is exact. transformers has `nn.Dropout` modules that never run (BERT's `attention.self.dropout`,
 GPT-2's `attn.attn_dropout`: its attention functions apply the probability themselves); we keep them too, so
-`named_modules()` is the same set as well, and neither side fires them.
+`named_modules()` is the same set as well, and neither side fires them. (GPT-2's `attn_dropout` does run in
+transformers with attn_implementation="eager" and reorder_and_upcast_attn=True, a mixed-precision variant we do not
+implement: there, and only there, its hook fires in transformers and not here.)
 """
 from __future__ import annotations
 

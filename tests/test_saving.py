@@ -102,13 +102,22 @@ def test_failure_before_any_rename_leaves_the_old_checkpoint_loading(tmp_path, m
 
 
 def test_leftover_temp_files_are_removed_by_the_next_save_and_others_kept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # the id of a process that has ended
     leftovers = [".model.safetensors.ab12cd34.tmp", ".config.json.x_y9z8w7.tmp",
-                 ".model-00002-of-00005.safetensors.abcdefgh.tmp"]
+                 f".model-00002-of-00005.safetensors.{dead}.abcdefgh.tmp", f".pytorch_model.bin.{dead}.12345678.tmp"]
     for name in leftovers:
         (tmp_path / name).write_bytes(b"\0" * 1000)
     (tmp_path / ".notes.txt.abcdefgh.tmp").write_text("not ours")
-    tiny_model(0).save_pretrained(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == [".notes.txt.abcdefgh.tmp", "config.json", "model.safetensors"]
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # a save running now in another process: its temporary file is left alone
+        (tmp_path / f".model.safetensors.{live.pid}.zzzzzzzz.tmp").write_bytes(b"being written")
+        tiny_model(0).save_pretrained(tmp_path)
+    finally:
+        live.kill()
+        live.wait()
+    assert sorted(os.listdir(tmp_path)) == [".model.safetensors.%d.zzzzzzzz.tmp" % live.pid,
+                                            ".notes.txt.abcdefgh.tmp", "config.json", "model.safetensors"]
 
 
 def test_weight_files_are_synced_before_their_rename_and_the_folder_after(tmp_path, monkeypatch):

@@ -46,6 +46,12 @@ def diff(a, b) -> float:
 FAMILIES = {
     "bert": ("BertConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
                                 max_position_embeddings=64)),
+    "roberta": ("RobertaConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                      intermediate_size=37, max_position_embeddings=64, pad_token_id=0,
+                                      bos_token_id=101, eos_token_id=102)),
+    "xlm-roberta": ("XLMRobertaConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                             intermediate_size=37, max_position_embeddings=64, pad_token_id=0,
+                                             bos_token_id=101, eos_token_id=102)),
     "distilbert": ("DistilBertConfig", dict(dim=32, n_layers=2, n_heads=2, hidden_dim=37, max_position_embeddings=64)),
     "mpnet": ("MPNetConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
                                   max_position_embeddings=64)),
@@ -153,10 +159,10 @@ def test_saved_module_chains_equal_sentence_transformers(tiny_encoder, tmp_path,
     assert diff(ours.encode(SENTENCES, **kw), theirs.encode(SENTENCES, **kw)) <= tol
 
 
-# Each family as its popular checkpoints use it: all-distilroberta-style CLS + Dense, all-mpnet-base-v2's
-# mean + Normalize, gte-modernbert's CLS + Normalize.
+# Each family as its popular checkpoints use it: all-distilroberta-v1's mean + Normalize, bge-m3's CLS +
+# Normalize (XLM-R), CLS + Dense, all-mpnet-base-v2's mean + Normalize, gte-modernbert's CLS + Normalize.
 @pytest.mark.parametrize("family, pooling, dense, normalize", [
-    ("distilbert", "cls", True, False), ("mpnet", "mean", False, True), ("modernbert", "cls", False, True),
+    ("roberta", "mean", False, True), ("xlm-roberta", "cls", False, True), ("distilbert", "cls", True, False), ("mpnet", "mean", False, True), ("modernbert", "cls", False, True),
     ("modernbert", "weightedmean", True, False),
 ])
 def test_each_family_equals_sentence_transformers(tiny_encoder, tmp_path, family, pooling, dense, normalize, tol):
@@ -335,8 +341,8 @@ PAIRS = [("How many people live in Berlin?", "Berlin has a population of 3.5 mil
          ("what is the capital of France", "Paris " * 30), ("a", ""), ("Ünïcödé?", "漢字 🙂")]
 
 
-@pytest.mark.parametrize("family, num_labels", [("bert", 1), ("bert", 3), ("distilbert", 1), ("mpnet", 3),
-                                               ("modernbert", 1)])
+@pytest.mark.parametrize("family, num_labels", [("bert", 1), ("bert", 3), ("xlm-roberta", 1), ("roberta", 3),
+                                               ("distilbert", 1), ("mpnet", 3), ("modernbert", 1)])
 def test_cross_encoder_predict_and_rank_equal_sentence_transformers(tiny_classifier, family, num_labels, tol):
     import sentence_transformers
 

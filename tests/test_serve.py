@@ -136,12 +136,25 @@ def embed_server(minilm_dir):
 
 @pytest.fixture(scope="module")
 def tiny_embed_dir(minilm_dir, tmp_path_factory):
-    """A tiny seeded BertModel over MiniLM's vocabulary and tokenizer (24 positions): the load test measures the
-    server, not the CPU."""
+    """A tiny seeded BertModel over MiniLM's vocabulary and tokenizer (24 positions) as a sentence-transformers
+    folder: the load test measures the server, not the CPU."""
     root = tmp_path_factory.mktemp("tiny-embed")
     build_hf("BertModel", seed=4, vocab_size=30522).save_pretrained(root)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(os.path.join(minilm_dir, name), os.path.join(root, name))
+    # a sentence-transformers folder: mean pooling that leaves the prompt out, and two prompts
+    files = {"modules.json": [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                              {"idx": 1, "name": "1", "path": "1_Pooling",
+                               "type": "sentence_transformers.models.Pooling"}],
+             "1_Pooling/config.json": {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True,
+                                       "include_prompt": False},
+             "sentence_bert_config.json": {"max_seq_length": 24, "do_lower_case": False},
+             "config_sentence_transformers.json": {"prompts": {"query": "query: ",
+                                                               "passage": "a longer passage prompt: "}}}
+    for name, content in files.items():
+        os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
+        with open(os.path.join(root, name), "w") as f:
+            json.dump(content, f)
     return str(root)
 
 
@@ -286,6 +299,22 @@ def test_tei_embed(embed_server, minilm):
     r = httpx.post(url + "/embed", json={"inputs": TEXTS[1], "prompt_name": "query"})  # sentence-transformers'
     assert (torch.tensor(r.json()[0]) - minilm.encode(TEXTS[1], prompt_name="query", convert_to_tensor=True)
             ).abs().max() <= TOL
+
+
+def test_prompts_of_concurrent_requests(tiny_embed_server, tiny_embed_dir):
+    """Requests with different prompts batched together get the embeddings of their own prompt."""
+    model = SentenceTransformer(tiny_embed_dir, device="cpu")
+    jobs = [(t, name) for t in TEXTS[:4] for name in (None, "query", "passage")]
+
+    async def run():
+        async with httpx.AsyncClient(base_url=tiny_embed_server.url) as client:
+            return await asyncio.gather(*(client.post("/embed", json={"inputs": t, "prompt_name": name})
+                                          for t, name in jobs))
+
+    for (text, name), r in zip(jobs, asyncio.run(run())):
+        assert r.status_code == 200, r.text
+        want = model.encode(text, prompt_name=name, convert_to_tensor=True, normalize_embeddings=True)
+        assert (torch.tensor(r.json()[0]) - want).abs().max() <= TOL
 
 
 def test_malformed_bodies_get_422_naming_the_field(embed_server, gen_server):
@@ -475,6 +504,32 @@ def test_32_concurrent_streams_equal_generate(gen_server, gpt2):
     metrics = httpx.get(gen_server.url + "/metrics").text
     assert float(re.search(r"^pretrained_batch_size_sum (\S+)", metrics, re.M).group(1)) > \
         float(re.search(r"^pretrained_batch_size_count (\S+)", metrics, re.M).group(1))  # shared steps
+
+
+def test_a_failing_model_step_fails_its_requests_only(gen_server, monkeypatch):
+    """A decoding step that raises ends the running requests with a 500 (an error event when streaming); the
+    server goes on answering."""
+    model = gen_server.service.model
+    forward = model.forward
+
+    def failing(input_ids=None, **kwargs):
+        if input_ids.shape[1] == 1 and kwargs.get("past_key_values") is not None:
+            raise RuntimeError("injected failure")
+        return forward(input_ids, **kwargs)
+
+    monkeypatch.setattr(model, "forward", failing)
+    r = httpx.post(gen_server.url + "/v1/completions", json={"prompt": "w1 w2", "max_tokens": 5, "temperature": 0})
+    assert r.status_code == 500 and "injected failure" in r.json()["error"]["message"]
+    with httpx.stream("POST", gen_server.url + "/v1/completions",
+                      json={"prompt": "w1 w2", "max_tokens": 5, "temperature": 0, "stream": True}) as r:
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert "injected failure" in json.loads(lines[-1][6:])["error"]["message"]
+    # one token needs no decoding step: the server still answers
+    r = httpx.post(gen_server.url + "/v1/completions", json={"prompt": "w1 w2", "max_tokens": 1, "temperature": 0})
+    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] in ("length", "stop")
+    monkeypatch.setattr(model, "forward", forward)
+    assert httpx.get(gen_server.url + "/info").status_code == 200
+    assert _metric(gen_server.url, "pretrained_requests_in_flight") == 0
 
 
 @pytest.fixture(scope="module")

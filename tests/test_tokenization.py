@@ -659,3 +659,20 @@ def test_sentencepiece_prepend_scheme_follows_legacy_and_add_prefix_space(folder
         for ids in theirs(texts)["input_ids"]:
             assert ours.decode(ids) == theirs.decode(ids)
     assert _load(folders, "llama2")[0].padding_side == "left"  # LlamaTokenizer's default, as in transformers
+
+
+def test_qwen2_from_vocab_json_and_merges(folders, tmp_path):
+    """Qwen2 repos also ship vocab.json + merges.txt; without tokenizer.json they give the same tokenizer."""
+    backend = Backend.from_file(os.path.join(folders["qwen2"], "tokenizer.json"))
+    backend.model.save(str(tmp_path))
+    with open(os.path.join(folders["qwen2"], "tokenizer_config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    config["added_tokens_decoder"] = {str(i): {"content": t.content, "special": True}
+                                      for i, t in backend.get_added_tokens_decoder().items()}
+    _write_json(tmp_path / "tokenizer_config.json", config)
+    ours, theirs = AutoTokenizer.from_pretrained(tmp_path), transformers.AutoTokenizer.from_pretrained(tmp_path)
+    check(ours, theirs, CORPUS + ["<|im_start|>user\nhi<|im_end|>"], return_offsets_mapping=True)
+    from_json = _load(folders, "qwen2")[0]
+    assert ours(CORPUS)["input_ids"] == from_json(CORPUS)["input_ids"]
+    assert ours.apply_chat_template([{"role": "user", "content": "hi"}]) == from_json.apply_chat_template(
+        [{"role": "user", "content": "hi"}])

@@ -16,9 +16,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..layers import (Activation, apply_rotary, attend, check_attention_mask, check_encoder_inputs, check_heads,
-                      classification_loss, combine_masks, Linear, padding_mask, RotaryEmbedding, sliding_window_mask,
-                      span_outputs, token_loss)
+from ..layers import (Activation, additive_mask, apply_rotary, attend, check_attention_mask, check_encoder_inputs,
+                      check_heads, classification_loss, Linear, RotaryEmbedding, sliding_window_mask, span_outputs,
+                      token_loss)
 from ..modeling import PreTrainedModel
 from ..outputs import (BaseModelOutput, MaskedLMOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput,
                        TokenClassifierOutput)
@@ -161,6 +161,15 @@ class ModernBertModel(ModernBertPreTrainedModel):
         self.rotary_emb = ModernBertRotaryEmbedding(config)
         self.post_init()
 
+    def attention_masks(self, attention_mask: Optional[Tensor], T: int, device: torch.device) -> dict:
+        """Boolean masks (True: attend) per layer type, as transformers' sdpa path uses them: global layers see every
+        real token, (B, 1, 1, T); local ones only those within the window, (B or 1, 1, T, T); None: all visible."""
+        real = None if attention_mask is None or bool(attention_mask.all()) \
+            else attention_mask[:, None, None, :].to(torch.bool)  # (B, 1, 1, T)
+        window = sliding_window_mask(T, self.config.sliding_window, device)  # (1, 1, T, T)
+        local = real if window is None else window if real is None else window & real
+        return {"full_attention": real, "sliding_attention": local}
+
     def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
                 position_ids: Optional[Tensor] = None, inputs_embeds: Optional[Tensor] = None,
                 output_attentions: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
@@ -175,9 +184,9 @@ class ModernBertModel(ModernBertPreTrainedModel):
         if position_ids is None:
             position_ids = torch.arange(T, device=x.device)[None]  # (1, T): rotary needs no padding-aware positions
         attention_mask = check_attention_mask(attention_mask, B, T)
-        pad = padding_mask(attention_mask, x.dtype)  # (B, 1, 1, T) or None
-        masks = {"full_attention": pad,
-                 "sliding_attention": combine_masks(sliding_window_mask(T, cfg.sliding_window, x.dtype, x.device), pad)}
+        masks = self.attention_masks(attention_mask, T, x.device)
+        if output_attentions or cfg.attn_implementation == "eager":  # the explicit softmax adds float masks
+            masks = {kind: additive_mask(mask, x.dtype) for kind, mask in masks.items()}
         rotary = {t: self.rotary_emb(x, position_ids, t) for t in self.rotary_emb.layer_types}
         states, attentions = [x], []
         for layer in self.layers:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 import json
 import time
 import uuid
@@ -108,7 +109,7 @@ def create_app(service: Service, limits: Limits) -> FastAPI:
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or token.strip() != limits.api_key:
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), limits.api_key.encode()):
             raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
 
     class Admission:
@@ -373,23 +374,31 @@ def create_app(service: Service, limits: Limits) -> FastAPI:
                     body_["usage"] = None
                 return f"data: {json.dumps(body_)}\n\n"
 
-            async def stream():
+            async def chunks():
                 completion = 0
+                if chat:
+                    for i in range(len(seqs)):
+                        yield chunk(i, first=True)
+                async for index, kind, payload in events_until_done():
+                    if kind == "text":
+                        yield chunk(index, text=payload)
+                    else:
+                        completion += payload[1]
+                        yield chunk(index, reason=payload[0])
+                if include_usage:
+                    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                             "total_tokens": prompt_tokens + completion}
+                    last = {"id": rid, "object": obj + (".chunk" if chat else ""), "created": created,
+                            "model": service.name, "choices": [], "usage": usage}
+                    yield f"data: {json.dumps(last)}\n\n"
+                yield "data: [DONE]\n\n"
+
+            async def stream():
                 try:
-                    if chat:
-                        for i in range(len(seqs)):
-                            yield chunk(i, first=True)
-                    async for index, kind, payload in events_until_done():
-                        if kind == "text":
-                            yield chunk(index, text=payload)
-                        else:
-                            completion += payload[1]
-                            yield chunk(index, reason=payload[0])
-                    if include_usage:
-                        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                                 "total_tokens": prompt_tokens + completion}
-                        yield f"data: {json.dumps({'id': rid, 'object': obj + ('.chunk' if chat else ''), 'created': created, 'model': service.name, 'choices': [], 'usage': usage})}\n\n"
-                    yield "data: [DONE]\n\n"
+                    async for piece in chunks():
+                        yield piece
+                except ApiError as e:  # headers are sent: the error goes in the stream, as OpenAI sends it
+                    yield f"data: {json.dumps({'error': {'message': e.message, 'type': 'server_error'}})}\n\n"
                 finally:
                     cancel()  # a client that went away frees its rows at the next step
 

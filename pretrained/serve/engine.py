@@ -147,15 +147,14 @@ class ForwardWorker(Worker):
         batch = self._take()
         if not batch:
             return
-        width = max(len(x.encoded.ids) for x in batch)
-        self.metrics.batch_size.observe(len(batch))
-        self.metrics.batch_tokens.observe(len(batch) * width)
         self.metrics.input_tokens.inc(sum(len(x.encoded.ids) for x in batch))
         done = set()
         try:
             start = time.perf_counter()
             for indices, outputs in self.service.forward_batch([x.encoded for x in batch]):
                 self.metrics.forward_seconds.observe(time.perf_counter() - start)
+                self.metrics.batch_size.observe(len(indices))
+                self.metrics.batch_tokens.observe(len(indices) * max(len(batch[i].encoded.ids) for i in indices))
                 for i, result in zip(indices, outputs):
                     batch[i].deliver(result)
                     done.add(i)
@@ -221,7 +220,13 @@ class GenerationWorker(Worker):
         self._drop([i for i, s in enumerate(self._rows) if s.cancelled])
         self._admit()
         if self._rows:
-            self._decode_step()
+            try:
+                self._decode_step()
+            except Exception as e:  # the running rows fail; the server goes on with the next requests
+                logger.exception("decoding step failed")
+                for seq in self._rows:
+                    seq.emit("error", e)
+                self._rows, self._cache, self._mask = [], None, None
         self.metrics.running.set(len(self._rows))
 
     # -- joining: prefill alone, then take a row of the shared cache --------------------------------------

@@ -200,3 +200,21 @@ def test_training_mode_applies_dropout_and_gradients_flow(hf_family_checkpoint, 
     assert model.distilbert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
     with torch.no_grad():
         assert (model(**inputs).logits - out.logits).abs().max() > 0
+
+
+def test_tokenizer_of_a_distilbert_folder_feeds_the_model(hf_family_checkpoint, tmp_path):
+    """A folder with only vocab.txt and config.json: the tokenizer returns no token_type_ids (DistilBERT has no
+    segments), as transformers' DistilBertTokenizer, so `model(**enc)` works."""
+    import shutil
+
+    folder = tmp_path / "distilbert"
+    shutil.copytree(checkpoint(hf_family_checkpoint, "DistilBertModel"), folder)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "##s"]
+    (folder / "vocab.txt").write_text("\n".join(words + [f"w{i}" for i in range(99 - len(words))]) + "\n")
+    enc = pretrained.AutoTokenizer.from_pretrained(folder)(["hello worlds", "hello"], padding=True,
+                                                           return_tensors="pt")
+    assert sorted(enc) == ["attention_mask", "input_ids"]
+    theirs = transformers.AutoTokenizer.from_pretrained(str(folder))(["hello worlds", "hello"], padding=True)
+    assert enc["input_ids"].tolist() == theirs["input_ids"]
+    out = pretrained.AutoModel.from_pretrained(folder)(**enc)
+    assert out.last_hidden_state.shape == (2, 5, 32)
