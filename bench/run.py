@@ -1,6 +1,6 @@
 """Speed and memory of pretrained against transformers, measured alternately on the same machine in one run.
 
-    .venv/bin/python bench/run.py            # the full run (about 7 minutes on 2 cores), writes bench/RESULTS.md
+    .venv/bin/python bench/run.py            # the full run (about 30 minutes on 2 cores), writes bench/RESULTS.md
     .venv/bin/python bench/run.py --quick    # 2 repetitions instead of 5: a smoke test
     .venv/bin/python bench/run.py --only load,bert    # some sections (import, load, bert, gpt2, bart, qwen2, sentence)
     .venv/bin/python bench/run.py --mode exact        # compute figures in exact mode (default: the default mode)
