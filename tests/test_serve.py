@@ -67,8 +67,10 @@ class ThreadServer:
         self.service = load(folder, limits.pop("max_input_length", None))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The keep-alive of `pretrained serve` (30 s), not uvicorn's 5 s: under load a client coroutine can take
+        # longer than 5 s to send its next request, and a connection closed just as it is reused is a ReadError.
         config = uvicorn.Config(create_app(self.service, Limits(**limits)), host="127.0.0.1", port=self.port,
-                                log_level="warning")
+                                log_level="warning", timeout_keep_alive=30)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
