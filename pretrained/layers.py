@@ -68,6 +68,15 @@ class Activation(nn.Module):
         return self.name
 
 
+# -- forward arguments ------------------------------------------------------------------------------------
+def output_flags(config, output_attentions: Optional[bool], output_hidden_states: Optional[bool],
+                 return_dict: Optional[bool]) -> tuple[bool, bool, bool]:
+    """A forward's output switches: each one given, else the config's default (as transformers resolves them)."""
+    return (config.output_attentions if output_attentions is None else output_attentions,
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            config.return_dict if return_dict is None else return_dict)
+
+
 # -- linear layers -----------------------------------------------------------------------------------------
 # Default mode: inference on the CPU goes through oneDNN on weights packed once (fastpath.py); outputs move by
 # summation order only (<= 1e-4). Exact mode (`model.exact = True`, from_pretrained(exact=True) or

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..generation import GenerationMixin
 from ..layers import (Activation, as_batch, attend, causal_attention_mask, check_attention_mask, check_heads,
                       check_input_ids, check_length, classification_loss, decoder_cache, KVCache, Linear,
-                      merge_heads, padding_mask, split_heads, token_loss)
+                      merge_heads, padding_mask, split_heads, token_loss, output_flags)
 from ..modeling import PreTrainedModel
 from .bart_config import BartConfig  # re-exported: the config lives in a torch-free module
 from ..outputs import (BaseModelOutput, BaseModelOutputWithPast, Seq2SeqLMOutput, Seq2SeqModelOutput,
@@ -202,9 +202,8 @@ class BartEncoder(BartStack):
                 inputs_embeds: Optional[Tensor] = None, output_attentions: Optional[bool] = None,
                 output_hidden_states: Optional[bool] = None, return_dict: Optional[bool] = None):
         cfg = self.config
-        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = cfg.return_dict if return_dict is None else return_dict
+        output_attentions, output_hidden_states, return_dict = output_flags(
+            cfg, output_attentions, output_hidden_states, return_dict)
         x = self.embed(input_ids, inputs_embeds)  # (B, T, C)
         attention_mask = check_attention_mask(attention_mask, x.size(0), x.size(1))
         mask = padding_mask(attention_mask, x.dtype)  # (B, 1, 1, T) or None
@@ -237,9 +236,8 @@ class BartDecoder(BartStack):
                 use_cache: Optional[bool] = None, output_attentions: Optional[bool] = None,
                 output_hidden_states: Optional[bool] = None, return_dict: Optional[bool] = None):
         cfg = self.config
-        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = cfg.return_dict if return_dict is None else return_dict
+        output_attentions, output_hidden_states, return_dict = output_flags(
+            cfg, output_attentions, output_hidden_states, return_dict)
         use_cache = cfg.use_cache if use_cache is None else use_cache
         cache = decoder_cache(past_key_values, use_cache)
         past = cache.get_seq_length() if cache is not None else 0

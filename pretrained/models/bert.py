@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..layers import (Activation, as_batch, attend, check_attention_mask, check_heads, check_input_ids, check_length,
                       check_position_ids, classification_loss, Linear, merge_heads, padding_mask, split_heads,
-                      token_loss)
+                      token_loss, output_flags)
 from ..modeling import PreTrainedModel
 from .bert_config import BertConfig  # re-exported: the config lives in a torch-free module
 from ..outputs import (BaseModelOutput, BaseModelOutputWithPooling, MaskedLMOutput, QuestionAnsweringModelOutput,
@@ -216,9 +216,8 @@ class BertModel(BertPreTrainedModel):
                 inputs_embeds: Optional[Tensor] = None, output_attentions: Optional[bool] = None,
                 output_hidden_states: Optional[bool] = None, return_dict: Optional[bool] = None):
         cfg = self.config
-        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = cfg.return_dict if return_dict is None else return_dict
+        output_attentions, output_hidden_states, return_dict = output_flags(
+            cfg, output_attentions, output_hidden_states, return_dict)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         if input_ids is not None:

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import (Activation, attend, check_attention_mask, check_encoder_inputs, check_heads,
-                      classification_loss, Linear, merge_heads, padding_mask, span_outputs, split_heads, token_loss)
+                      classification_loss, Linear, merge_heads, padding_mask, span_outputs, split_heads, token_loss,
+                      output_flags)
 from ..modeling import PreTrainedModel
 from ..outputs import (BaseModelOutput, MaskedLMOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput,
                        TokenClassifierOutput)
@@ -159,9 +160,8 @@ class DistilBertModel(DistilBertPreTrainedModel):
                 output_attentions: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
                 return_dict: Optional[bool] = None):
         cfg = self.config
-        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = cfg.return_dict if return_dict is None else return_dict
+        output_attentions, output_hidden_states, return_dict = output_flags(
+            cfg, output_attentions, output_hidden_states, return_dict)
         input_ids = check_encoder_inputs(input_ids, inputs_embeds, position_ids, cfg.vocab_size,
                                          cfg.max_position_embeddings)
         x = self.embeddings(input_ids, inputs_embeds, position_ids)  # (B, T, C)

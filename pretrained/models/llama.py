@@ -22,7 +22,7 @@ from ..configuration import ConfigError
 from ..generation import GenerationMixin
 from ..layers import (GatedMLP, KVCache, Linear, RMSNorm, RotaryEmbedding, apply_rotary, as_batch, attend,
                       causal_attention_mask, check_attention_mask, check_input_ids, classification_loss,
-                      decoder_cache, last_token_logits, merge_heads, token_loss)
+                      decoder_cache, last_token_logits, merge_heads, token_loss, output_flags)
 from ..modeling import PreTrainedModel
 from ..outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
 from .llama_config import LlamaConfig
@@ -172,9 +172,8 @@ class LlamaModel(LlamaPreTrainedModel):
                 output_attentions: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
                 return_dict: Optional[bool] = None):
         cfg = self.config
-        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = cfg.return_dict if return_dict is None else return_dict
+        output_attentions, output_hidden_states, return_dict = output_flags(
+            cfg, output_attentions, output_hidden_states, return_dict)
         use_cache = cfg.use_cache if use_cache is None else use_cache
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..layers import (Activation, additive_mask, apply_rotary, attend, check_attention_mask, check_encoder_inputs,
                       check_heads, classification_loss, Linear, RotaryEmbedding, sliding_window_mask, span_outputs,
-                      token_loss)
+                      token_loss, output_flags)
 from ..modeling import PreTrainedModel
 from ..outputs import (BaseModelOutput, MaskedLMOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput,
                        TokenClassifierOutput)
@@ -175,9 +175,8 @@ class ModernBertModel(ModernBertPreTrainedModel):
                 output_attentions: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
                 return_dict: Optional[bool] = None):
         cfg = self.config
-        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = cfg.return_dict if return_dict is None else return_dict
+        output_attentions, output_hidden_states, return_dict = output_flags(
+            cfg, output_attentions, output_hidden_states, return_dict)
         input_ids = check_encoder_inputs(input_ids, inputs_embeds, position_ids, cfg.vocab_size, None)
         x = self.embeddings(input_ids, inputs_embeds)  # (B, T, C)
         B, T, _ = x.shape

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..layers import (Activation, attend, check_attention_mask, check_encoder_inputs, check_heads,
                       classification_loss, combine_masks, Linear, merge_heads, padded_position_ids, padding_mask,
-                      span_outputs, split_heads, token_loss)
+                      span_outputs, split_heads, token_loss, output_flags)
 from ..modeling import PreTrainedModel
 from ..outputs import (BaseModelOutput, BaseModelOutputWithPooling, MaskedLMOutput, QuestionAnsweringModelOutput,
                        SequenceClassifierOutput, TokenClassifierOutput)
@@ -212,9 +212,8 @@ class MPNetModel(MPNetPreTrainedModel):
                 output_attentions: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
                 return_dict: Optional[bool] = None):
         cfg = self.config
-        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = cfg.return_dict if return_dict is None else return_dict
+        output_attentions, output_hidden_states, return_dict = output_flags(
+            cfg, output_attentions, output_hidden_states, return_dict)
         input_ids = check_encoder_inputs(input_ids, inputs_embeds, position_ids, cfg.vocab_size,
                                          cfg.max_position_embeddings, PADDING_IDX)
         x = self.embeddings(input_ids, position_ids, inputs_embeds)  # (B, T, C)

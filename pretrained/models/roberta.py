@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import (as_batch, check_attention_mask, check_encoder_inputs, check_input_ids, classification_loss,
-                      Linear, padded_position_ids, padding_mask, span_outputs, token_loss)
+                      Linear, padded_position_ids, padding_mask, span_outputs, token_loss, output_flags)
 from ..modeling import PreTrainedModel
 from ..outputs import (BaseModelOutputWithPooling, MaskedLMOutput, QuestionAnsweringModelOutput,
                        SequenceClassifierOutput, TokenClassifierOutput)
@@ -64,9 +64,8 @@ class RobertaModel(RobertaPreTrainedModel):
                 inputs_embeds: Optional[Tensor] = None, output_attentions: Optional[bool] = None,
                 output_hidden_states: Optional[bool] = None, return_dict: Optional[bool] = None):
         cfg = self.config
-        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = cfg.return_dict if return_dict is None else return_dict
+        output_attentions, output_hidden_states, return_dict = output_flags(
+            cfg, output_attentions, output_hidden_states, return_dict)
         if cfg.pad_token_id is None:
             raise ValueError(f"{type(self).__name__} needs config.pad_token_id: positions are counted after it")
         input_ids = check_encoder_inputs(input_ids, inputs_embeds, position_ids, cfg.vocab_size,
