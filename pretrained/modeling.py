@@ -466,8 +466,38 @@ def report(model: PreTrainedModel, source: Source, config: PretrainedConfig, mis
 
 def prepare_for_inference(model: PreTrainedModel) -> None:
     """from_pretrained's last step: no cold first forward. Packs the linear weights for the fast path now and
-    maps the other weights' pages into the process (fastpath.prepare_for_inference)."""
+    maps the other weights' pages into the process (fastpath.prepare_for_inference), then runs one forward on
+    four dummy tokens (`warm_up`)."""
     fastpath.prepare_for_inference(model)
+    warm_up(model)
+
+
+def warm_up(model: PreTrainedModel, tokens: int = 4) -> None:
+    """One forward on `tokens` dummy tokens, its output thrown away, so that what the first call of a process
+    builds (oneDNN's and MKL's kernels for each layer shape, torch's first-call paths) is built at load and not in
+    the user's first forward (bench/RESULTS.md: first ÷ second forward). CPU models only; a model the dummy input
+    does not suit (a head that needs particular tokens) skips the warm-up: the user's own call reports its error."""
+    params = list(model.parameters())
+    if not params or any(p.is_meta or p.device.type != "cpu" for p in params):
+        return
+    vocab = int(getattr(model.config, "vocab_size", 0) or 0)
+    if vocab < 1:
+        return
+    ids = torch.arange(tokens).clamp_(max=vocab - 1).unsqueeze(0)
+    eos = getattr(model.config, "eos_token_id", None)
+    if isinstance(eos, int) and 0 <= eos < vocab:
+        ids[0, -1] = eos  # sequence classification over BART pools at an eos token
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    accepted = inspect.signature(model.forward).parameters
+    if "decoder_input_ids" in accepted:
+        inputs["decoder_input_ids"] = ids
+    if "use_cache" in accepted:
+        inputs["use_cache"] = False
+    try:
+        with torch.inference_mode():
+            model(**inputs)
+    except Exception as err:  # noqa: BLE001 - a warm-up only; the user's own call raises what is wrong
+        logger.debug("warm-up forward of %s skipped: %s", type(model).__name__, err)
 
 
 # -- small helpers on parameter paths --------------------------------------------------------------------------
