@@ -75,13 +75,14 @@ def fast_applies(x: Tensor, weight: Tensor, exact: Optional[bool] = None) -> boo
 
 
 class _Pack:
-    """A weight in oneDNN's blocked layout and the key of the tensor it was made from. Copies and pickles of a
-    model carry an empty one (an opaque oneDNN tensor can be neither), so they repack on first use."""
+    """A weight (or, for a group, several weights side by side, and their biases) in oneDNN's blocked layout and
+    the key of the tensors it was made from. Copies and pickles of a model carry an empty one (an opaque oneDNN
+    tensor can be neither), so they repack on first use."""
 
-    __slots__ = ("key", "storage", "tensor")
+    __slots__ = ("key", "storage", "tensor", "bias")
 
-    def __init__(self, key=None, storage=None, tensor=None):
-        self.key, self.storage, self.tensor = key, storage, tensor
+    def __init__(self, key=None, storage=None, tensor=None, bias=None):
+        self.key, self.storage, self.tensor, self.bias = key, storage, tensor, bias
 
     def __reduce__(self):
         return _Pack, ()
@@ -120,6 +121,41 @@ def packed_weight(weight: Tensor, transposed: bool = False) -> Tensor:
     return tensor
 
 
+def _key(t: Optional[Tensor]) -> Optional[tuple]:
+    return None if t is None else (t.data_ptr(), _version(t), t.dtype, t.shape)
+
+
+def packed_group(owner: nn.Module, name: str, weights: list[Tensor],
+                 biases: list[Optional[Tensor]]) -> tuple[Tensor, Optional[Tensor]]:
+    """Several weights (out_i, in) of layers that read the same input, packed as one (sum out_i, in) weight, and
+    their biases concatenated (None when they have none): one oneDNN call computes all their outputs. Kept on
+    `owner` under `name`, keyed on every weight and bias, remade when any of them changes. The layers' own packs
+    are dropped, so the process holds each weight once."""
+    key = tuple(_key(t) for t in weights + biases)
+    attr = "_pretrained_pack_" + name
+    pack = owner.__dict__.get(attr)
+    if pack is not None and pack.key == key and not any(ref.expired() for ref in pack.storage):
+        return pack.tensor, pack.bias
+    owner.__dict__.pop(attr, None)  # free a stale pack before making its successor
+    with torch.no_grad():
+        for w in weights:
+            drop_pack(w)
+            populate(w)
+        plain = torch.cat([w.detach() for w in weights])
+        tensor = torch.ops.mkldnn._reorder_linear_weight(plain, PACK_ROWS)
+        del plain
+        bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])
+    refs = tuple(StorageWeakRef(t.untyped_storage()) for t in weights + biases if t is not None)
+    owner.__dict__[attr] = _Pack(key, refs, tensor, bias)
+    for w in weights:
+        release_file_pages(w)
+    return tensor, bias
+
+
+def drop_group(owner: nn.Module, name: str) -> None:
+    owner.__dict__.pop("_pretrained_pack_" + name, None)
+
+
 def has_pack(weight: Tensor) -> bool:
     pack = weight.__dict__.get("_pretrained_pack")
     return pack is not None and pack.tensor is not None
@@ -136,6 +172,20 @@ def drop_packs(module: nn.Module, stale_only: bool = False) -> None:
         pack = p.__dict__.get("_pretrained_pack")
         if pack is not None and not (stale_only and pack.key is not None and _current(p, pack.key[-1])[1]):
             drop_pack(p)
+    for m in module.modules():  # packed groups (layers.fused_linears): a stale one has a weight moved or edited
+        for attr in [a for a in m.__dict__ if a.startswith("_pretrained_pack_")]:
+            pack = m.__dict__[attr]
+            if not stale_only or pack.key is None or any(ref.expired() for ref in pack.storage) or \
+                    not _group_fresh(m, attr[len("_pretrained_pack_"):], pack):
+                del m.__dict__[attr]
+
+
+def _group_fresh(owner: nn.Module, name: str, pack: _Pack) -> bool:
+    group = getattr(owner, "fused_groups", lambda: {})().get(name)
+    if group is None:
+        return False
+    tensors = [m.weight for m in group] + [m.bias for m in group]
+    return pack.key == tuple(_key(t) for t in tensors)
 
 
 # -- pages of memory-mapped weights -----------------------------------------------------------------------------
@@ -205,10 +255,14 @@ def prepare_for_inference(model: nn.Module) -> None:
     """Make the first forward cost what the second does: pack every linear weight now (default mode), and map
     the pages of the other weights (all of them in exact mode) into the process."""
     packed: set[int] = set()
-    for module in model.modules():
+    for module in model.modules():  # parents first: a layer packed in its parent's group is not packed again
+        prepack_groups = getattr(module, "prepack_groups", None)  # layers.FusedLinears
+        if callable(prepack_groups):
+            packed.update(id(w) for w in prepack_groups())
         prepack = getattr(module, "prepack", None)
-        if callable(prepack) and prepack():
-            packed.add(id(module.weight))
+        weight = getattr(module, "weight", None)
+        if callable(prepack) and not (isinstance(weight, Tensor) and id(weight) in packed) and prepack():
+            packed.add(id(weight))
     for tensor in list(model.parameters()) + list(model.buffers()):
         if id(tensor) not in packed:
             populate(tensor)

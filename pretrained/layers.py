@@ -119,6 +119,74 @@ def prepack(weight: Tensor, exact: Optional[bool], transposed: bool = False) -> 
     return True
 
 
+def _plain(module: nn.Module) -> bool:
+    """No hook on `module`, and its forward is the one this file defines (not replaced or wrapped by a user)."""
+    return not (module._forward_hooks or module._forward_pre_hooks) and \
+        type(module).forward in (Linear.forward, Activation.forward)
+
+
+def _global_hooks() -> bool:
+    from torch.nn.modules import module as nn_module
+    return bool(nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks)
+
+
+class FusedLinears:
+    """For a module whose Linear layers read the same input (q/k/v, gate/up): in default mode one oneDNN call
+    on their weights packed side by side (fastpath.packed_group) replaces one call per layer. Taken only when
+    every layer of the group is a plain `Linear` without hooks (and no global hook is set), so a hook on `query`
+    still sees its call; otherwise, and in exact mode, the layers are called one by one."""
+
+    def fused_groups(self) -> dict[str, tuple[Linear, ...]]:
+        raise NotImplementedError
+
+    def _group_applies(self, x: Tensor, members: tuple[Linear, ...]) -> bool:
+        exact = members[0].exact
+        if any(not _plain(m) or m.exact != exact for m in members) or _global_hooks():
+            return False
+        if any((m.bias is None) != (members[0].bias is None) for m in members):
+            return False
+        return all(fastpath.fast_applies(x, m.weight, exact) and (m.bias is None or m.bias.dtype == x.dtype)
+                   for m in members)
+
+    def fused(self, name: str, x: Tensor) -> Optional[tuple[Tensor, ...]]:
+        """The outputs of group `name` on `x` from one call (views of one tensor), or None: call the layers."""
+        members = self.fused_groups()[name]
+        if not self._group_applies(x, members):
+            if torch.is_grad_enabled():
+                fastpath.drop_group(self, name)  # training: the pack would go stale at the first step
+            return None
+        pack, bias = fastpath.packed_group(self, name, [m.weight for m in members], [m.bias for m in members])
+        y = torch.ops.mkldnn._linear_pointwise(x, pack, bias, "none", [], "")
+        return y.split([m.out_features for m in members], dim=-1)
+
+    def prepack_groups(self) -> list[Tensor]:
+        """Pack every group the fast path will take (fastpath.prepare_for_inference); their weights."""
+        done = []
+        with torch.no_grad():  # as in inference: the weights' requires_grad does not rule the fast path out
+            for name, members in self.fused_groups().items():
+                weight = members[0].weight
+                if not weight.is_meta and self._group_applies(weight.new_empty(0), members):
+                    fastpath.packed_group(self, name, [m.weight for m in members], [m.bias for m in members])
+                    done += [m.weight for m in members]
+        return done
+
+
+_POST_OPS = {"gelu": ("gelu", "none"), "gelu_pytorch_tanh": ("gelu", "tanh"), "gelu_new": ("gelu", "tanh"),
+             "relu": ("relu", "")}
+
+
+def linear_activation(x: Tensor, dense: nn.Module, act: nn.Module) -> Tensor:
+    """act(dense(x)); in default mode with the activation computed inside oneDNN's call (a post-op, the same
+    formula) when both are plain and without hooks."""
+    post = _POST_OPS.get(getattr(act, "name", None))
+    if post is not None and isinstance(dense, Linear) and _plain(dense) and _plain(act) and not _global_hooks() \
+            and fastpath.fast_applies(x, dense.weight, dense.exact) \
+            and (dense.bias is None or dense.bias.dtype == x.dtype):
+        return torch.ops.mkldnn._linear_pointwise(x, fastpath.packed_weight(dense.weight), dense.bias, post[0], [],
+                                                  post[1])
+    return act(dense(x))
+
+
 # -- heads -------------------------------------------------------------------------------------------------
 def split_heads(x: Tensor, n_head: int) -> Tensor:
     B, T, C = x.shape
@@ -725,8 +793,9 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
     return x[:, :, None].expand(B, nkv, n_rep, S, hs).reshape(B, nkv * n_rep, S, hs)
 
 
-class GatedMLP(nn.Module):
-    """down_proj(act(gate_proj(x)) * up_proj(x)): the feed-forward block of Llama, Mistral, Qwen2 and Qwen3."""
+class GatedMLP(FusedLinears, nn.Module):
+    """down_proj(act(gate_proj(x)) * up_proj(x)): the feed-forward block of Llama, Mistral, Qwen2 and Qwen3.
+    In default mode gate_proj and up_proj run as one call (FusedLinears)."""
 
     def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str, bias: bool = False):
         super().__init__()
@@ -735,7 +804,14 @@ class GatedMLP(nn.Module):
         self.down_proj = Linear(intermediate_size, hidden_size, bias=bias)
         self.act_fn = Activation(hidden_act)
 
+    def fused_groups(self) -> dict[str, tuple[Linear, ...]]:
+        return {"gate_up": (self.gate_proj, self.up_proj)}
+
     def forward(self, x: Tensor) -> Tensor:
+        fused = self.fused("gate_up", x) if _plain(self.act_fn) else None
+        if fused is not None:
+            gate, up = fused
+            return self.down_proj(self.act_fn(gate) * up)
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 

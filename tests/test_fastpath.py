@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from pretrained import BertModel, GPT2Config, GPT2LMHeadModel, fastpath
+from pretrained import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, fastpath
 
 pytestmark = pytest.mark.skipif(not fastpath.ONEDNN_AVAILABLE, reason="this torch build has no oneDNN")
 
@@ -146,12 +146,119 @@ def linear_weights(model):
     return [m.weight for m in model.modules() if hasattr(m, "prepack")]
 
 
+def group_packs(model) -> dict:
+    """{id(weight): the group pack holding it} for the fused groups (layers.FusedLinears) packed now."""
+    found = {}
+    for module in model.modules():
+        for name, members in getattr(module, "fused_groups", dict)().items():
+            pack = module.__dict__.get("_pretrained_pack_" + name)
+            if pack is not None and pack.tensor is not None:
+                found.update({id(m.weight): pack for m in members})
+    return found
+
+
+def packed(model, weight) -> bool:
+    return fastpath.has_pack(weight) or id(weight) in group_packs(model)
+
+
 def test_from_pretrained_packs_ahead_so_the_first_forward_does_not(hf_checkpoint):
     folder = hf_checkpoint("BertForMaskedLM")
     model = BertModel.from_pretrained(folder)
-    assert all(fastpath.has_pack(w) for w in linear_weights(model))
+    assert all(packed(model, w) for w in linear_weights(model))
     exact = BertModel.from_pretrained(folder, exact=True)
-    assert not any(fastpath.has_pack(w) for w in linear_weights(exact))
+    assert not any(packed(exact, w) for w in linear_weights(exact)) and not group_packs(exact)
+
+
+def tiny_llama():
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("make, groups", [(lambda: BertModel(BertConfig(vocab_size=97, hidden_size=32,
+                                                                         num_hidden_layers=2, num_attention_heads=4,
+                                                                         intermediate_size=64)), 1),
+                                          (tiny_llama, 2)])
+def test_layers_reading_one_input_run_as_one_packed_call(make, groups):
+    """q/k/v (and Llama's gate/up) are packed side by side, once: the layers keep no pack of their own; the
+    outputs match exact mode; an in-place edit of one member repacks the group."""
+    model = make().eval()
+    ids = IDS.clamp(max=96)
+    exact = logits_or_hidden(model, ids, exact=True)
+    fast = logits_or_hidden(model, ids, exact=False)
+    assert (fast - exact).abs().max() <= 1e-4
+    grouped = group_packs(model)
+    assert len({id(p) for p in grouped.values()}) == groups * 2  # per layer
+    assert not any(fastpath.has_pack(w) for w in model.parameters() if id(w) in grouped)
+    layer = model.encoder.layer[0].attention.self if hasattr(model, "encoder") else model.model.layers[0].self_attn
+    member = layer.fused_groups()["qkv"][2].weight  # value
+    with torch.no_grad():
+        member.mul_(2.0)
+    assert (logits_or_hidden(model, ids, exact=False) - logits_or_hidden(model, ids, exact=True)).abs().max() <= 1e-4
+    assert not torch.allclose(logits_or_hidden(model, ids, exact=False), fast, atol=1e-3)
+
+
+def logits_or_hidden(model, ids, exact):
+    model.exact = exact
+    with torch.inference_mode():
+        out = model(ids)
+    return out.logits if hasattr(out, "logits") and out.logits is not None else out.last_hidden_state
+
+
+@pytest.mark.parametrize("where", ["query", "value", "intermediate_act_fn", "intermediate.dense"])
+def test_a_hook_on_a_fused_layer_sees_its_own_call(where):
+    """With a hook on any layer of a fused group (or on the activation computed inside oneDNN's call), the
+    layers run one by one: the hook fires once per forward with the layer's output, as in exact mode."""
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                 intermediate_size=64)).eval()
+    layer = model.encoder.layer[0]
+    target = {"query": layer.attention.self.query, "value": layer.attention.self.value,
+              "intermediate_act_fn": layer.intermediate.intermediate_act_fn,
+              "intermediate.dense": layer.intermediate.dense}[where]
+    seen = {}
+    for exact in (True, False):
+        model.exact = exact
+        outputs = []
+        handle = target.register_forward_hook(lambda m, i, o: outputs.append(o))
+        with torch.inference_mode():
+            model(IDS.clamp(max=96))
+        handle.remove()
+        seen[exact] = outputs
+    assert len(seen[True]) == len(seen[False]) == 1
+    assert (seen[True][0] - seen[False][0]).abs().max() <= 1e-4
+
+
+def test_a_replaced_layer_is_called_not_bypassed():
+    """A user's own module in place of `value` (an adapter, say) is called: the fused path is only for plain
+    Linear layers."""
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                 intermediate_size=64)).eval()
+    attention = model.encoder.layer[0].attention.self
+
+    class Doubled(torch.nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    doubled = Doubled(32, 32)
+    doubled.load_state_dict(attention.value.state_dict())
+    before = logits_or_hidden(model, IDS.clamp(max=96), exact=False)
+    attention.value = doubled
+    after = logits_or_hidden(model, IDS.clamp(max=96), exact=False)
+    assert (after - logits_or_hidden(model, IDS.clamp(max=96), exact=True)).abs().max() <= 1e-4
+    assert not torch.allclose(before, after, atol=1e-3)
+
+
+def test_moving_a_model_frees_its_stale_group_packs():
+    model = tiny_llama()
+    logits_or_hidden(model, IDS, exact=False)
+    assert group_packs(model)
+    model.to(torch.bfloat16)
+    assert not group_packs(model)
+    out = logits_or_hidden(model, IDS, exact=False)
+    assert out.dtype == torch.bfloat16 and group_packs(model)
 
 
 @pytest.mark.parametrize("saved, asked", [(torch.bfloat16, "auto"), (None, torch.bfloat16)])
@@ -161,7 +268,9 @@ def test_bfloat16_runs_on_packed_bf16_weights(hf_checkpoint, hf_model, batch, sa
     folder = hf_checkpoint("BertModel", dtype=saved)
     model = BertModel.from_pretrained(folder, dtype=asked)
     assert model.dtype == torch.bfloat16
-    assert all(fastpath.has_pack(w) and fastpath.packed_weight(w).dtype == torch.bfloat16
+    assert all(packed(model, w) for w in linear_weights(model))
+    groups = group_packs(model)
+    assert all((groups[id(w)].tensor if id(w) in groups else fastpath.packed_weight(w)).dtype == torch.bfloat16
                for w in linear_weights(model))
     inputs = batch(99)
     theirs = hf_model(folder, "BertModel", dtype=torch.bfloat16)

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import (Activation, as_batch, attend, check_attention_mask, check_heads, check_input_ids, check_length,
-                      check_position_ids, classification_loss, Linear, merge_heads, padding_mask, split_heads,
-                      token_loss, output_flags)
+                      check_position_ids, classification_loss, FusedLinears, Linear, linear_activation, merge_heads,
+                      padding_mask, split_heads, token_loss, output_flags)
 from ..modeling import PreTrainedModel
 from .bert_config import BertConfig  # re-exported: the config lives in a torch-free module
 from ..outputs import (BaseModelOutput, BaseModelOutputWithPooling, MaskedLMOutput, QuestionAnsweringModelOutput,
@@ -46,7 +46,7 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x))
 
 
-class BertSelfAttention(nn.Module):
+class BertSelfAttention(FusedLinears, nn.Module):
     """Multi-head self-attention: query/key/value projections and softmax(q k^T / sqrt(hs) + mask) v.
 
     Returns (context (B, T, C) before the output projection, weights (B, nh, T, T) or None). The weights are
@@ -61,11 +61,14 @@ class BertSelfAttention(nn.Module):
         self.query, self.key, self.value = Linear(C, C), Linear(C, C), Linear(C, C)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)  # its p is applied inside `attend`
 
+    def fused_groups(self) -> dict[str, tuple[Linear, ...]]:
+        return {"qkv": (self.query, self.key, self.value)}
+
     def forward(self, hidden_states: Tensor, attention_mask: Optional[Tensor] = None,
                 output_attentions: bool = False) -> tuple[Tensor, Optional[Tensor]]:
         nh = self.num_attention_heads
-        q, k, v = (split_heads(proj(hidden_states), nh)
-                   for proj in (self.query, self.key, self.value))  # (B, nh, T, hs)
+        q, k, v = (split_heads(y, nh) for y in self.fused("qkv", hidden_states) or
+                   (self.query(hidden_states), self.key(hidden_states), self.value(hidden_states)))  # (B, nh, T, hs)
         y, weights = attend(q, k, v, attention_mask, dropout=self.dropout.p if self.training else 0.0,
                             need_weights=output_attentions or self.config.attn_implementation == "eager")
         return merge_heads(y), weights  # (B, T, C)
@@ -107,7 +110,7 @@ class BertIntermediate(nn.Module):
         self.intermediate_act_fn = Activation(config.hidden_act)
 
     def forward(self, hidden_states: Tensor) -> Tensor:
-        return self.intermediate_act_fn(self.dense(hidden_states))
+        return linear_activation(hidden_states, self.dense, self.intermediate_act_fn)
 
 
 class BertOutput(nn.Module):

@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from ..configuration import ConfigError
 from ..generation import GenerationMixin
-from ..layers import (GatedMLP, KVCache, Linear, RMSNorm, RotaryEmbedding, apply_rotary, as_batch, attend,
-                      causal_attention_mask, check_attention_mask, check_input_ids, classification_loss,
+from ..layers import (FusedLinears, GatedMLP, KVCache, Linear, RMSNorm, RotaryEmbedding, apply_rotary, as_batch,
+                      attend, causal_attention_mask, check_attention_mask, check_input_ids, classification_loss,
                       decoder_cache, last_token_logits, merge_heads, token_loss, output_flags)
 from ..modeling import PreTrainedModel
 from ..outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
@@ -35,7 +35,7 @@ def head_dim_of(config) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
-class LlamaAttention(nn.Module):
+class LlamaAttention(FusedLinears, nn.Module):
     """Grouped-query self-attention with rotary embeddings: num_attention_heads query heads share
     num_key_value_heads key/value heads; the cache keeps the kv heads, repeated only for the product."""
 
@@ -62,6 +62,9 @@ class LlamaAttention(nn.Module):
         bias = bool(getattr(config, "attention_bias", False))
         return bias, bias
 
+    def fused_groups(self) -> dict[str, tuple[Linear, ...]]:
+        return {"qkv": (self.q_proj, self.k_proj, self.v_proj)}
+
     def normalize_qk(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
         """Hook for Qwen3's per-head RMSNorm of queries and keys; Llama has none."""
         return q, k
@@ -74,9 +77,11 @@ class LlamaAttention(nn.Module):
         attention weights (B, nh, T, S) when output_attentions)."""
         B, T, _ = hidden_states.shape
         hs = self.head_dim
-        q = self.q_proj(hidden_states).view(B, T, -1, hs)  # (B, T, nh, hs)
-        k = self.k_proj(hidden_states).view(B, T, -1, hs)  # (B, T, nkv, hs)
-        v = self.v_proj(hidden_states).view(B, T, -1, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        q, k, v = self.fused("qkv", hidden_states) or \
+            (self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states))
+        q = q.view(B, T, -1, hs)  # (B, T, nh, hs)
+        k = k.view(B, T, -1, hs)  # (B, T, nkv, hs)
+        v = v.view(B, T, -1, hs).transpose(1, 2)  # (B, nkv, T, hs)
         q, k = self.normalize_qk(q, k)
         q, k = apply_rotary(q.transpose(1, 2), k.transpose(1, 2), *position_embeddings)  # (B, nh|nkv, T, hs)
         if past_key_values is not None:
