@@ -11,6 +11,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules import module as _nn_module
 
 from . import fastpath
 from .configuration import ConfigError
@@ -126,8 +127,7 @@ def _plain(module: nn.Module) -> bool:
 
 
 def _global_hooks() -> bool:
-    from torch.nn.modules import module as nn_module
-    return bool(nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks)
+    return bool(_nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks)
 
 
 class FusedLinears:

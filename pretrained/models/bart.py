@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from ..generation import GenerationMixin
 from ..layers import (Activation, as_batch, attend, causal_attention_mask, check_attention_mask, check_heads,
-                      check_input_ids, check_length, classification_loss, decoder_cache, KVCache, Linear,
-                      merge_heads, padding_mask, split_heads, token_loss, output_flags)
+                      check_input_ids, check_length, classification_loss, decoder_cache, FusedLinears, KVCache,
+                      Linear, linear_activation, merge_heads, padding_mask, split_heads, token_loss, output_flags)
 from ..modeling import PreTrainedModel
 from .bart_config import BartConfig  # re-exported: the config lives in a torch-free module
 from ..outputs import (BaseModelOutput, BaseModelOutputWithPast, Seq2SeqLMOutput, Seq2SeqModelOutput,
@@ -49,7 +49,7 @@ class BartScaledWordEmbedding(nn.Embedding):
         return x if self.embed_scale == 1.0 else x * self.embed_scale
 
 
-class BartAttention(nn.Module):
+class BartAttention(FusedLinears, nn.Module):
     """Multi-head attention over the layer's own input (self) or over `key_value_states`, the encoder output (cross).
 
     `attention_mask` is additive: (B, 1, 1, S) padding, or, for the decoder's self-attention, the (B or 1, 1, T, S)
@@ -69,20 +69,28 @@ class BartAttention(nn.Module):
         self.config, self.layer_idx = config, layer_idx
         C = embed_dim
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (Linear(C, C) for _ in range(4))
+        self.cross = False  # set by BartLayer on its encoder_attn: q/k/v read different inputs there
+
+    def fused_groups(self) -> dict[str, tuple[Linear, ...]]:
+        return {"kv": (self.k_proj, self.v_proj)} if self.cross else {"qkv": (self.q_proj, self.k_proj, self.v_proj)}
 
     def forward(self, hidden_states: Tensor, key_value_states: Optional[Tensor] = None,
                 cache: Optional[KVCache] = None, attention_mask: Optional[Tensor] = None,
                 output_attentions: bool = False) -> tuple[Tensor, Optional[Tensor]]:
         nh, i = self.num_heads, self.layer_idx
-        q = split_heads(self.q_proj(hidden_states), nh)  # (B, nh, T, hs)
+        fused = self.fused("qkv", hidden_states) if key_value_states is None and not self.cross else None
+        q = split_heads(fused[0] if fused else self.q_proj(hidden_states), nh)  # (B, nh, T, hs)
         if key_value_states is None:  # self-attention: new keys are appended to the cache
-            k, v = split_heads(self.k_proj(hidden_states), nh), split_heads(self.v_proj(hidden_states), nh)
+            k, v = fused[1:] if fused else (self.k_proj(hidden_states), self.v_proj(hidden_states))
+            k, v = split_heads(k, nh), split_heads(v, nh)
             if cache is not None:
                 k, v = cache.update(i, k, v)  # (B, nh, S, hs)
         else:  # cross-attention: keys of the encoder output, computed once per cache
             kv = cache.get_cross(i) if cache is not None else None
             if kv is None:
-                kv = split_heads(self.k_proj(key_value_states), nh), split_heads(self.v_proj(key_value_states), nh)
+                kv = (self.fused("kv", key_value_states) if self.cross else None) or \
+                    (self.k_proj(key_value_states), self.v_proj(key_value_states))
+                kv = split_heads(kv[0], nh), split_heads(kv[1], nh)
                 if cache is not None:
                     cache.set_cross(i, *kv)
             k, v = kv  # (B, nh, S_enc, hs)
@@ -108,6 +116,7 @@ class BartLayer(nn.Module):
         self.self_attn_layer_norm = nn.LayerNorm(C)
         if is_decoder:
             self.encoder_attn = BartAttention(C, num_heads, p, config=config, layer_idx=layer_idx)
+            self.encoder_attn.cross = True
             self.encoder_attn_layer_norm = nn.LayerNorm(C)
         self.fc1 = Linear(C, ffn_dim)
         self.fc2 = Linear(ffn_dim, C)
@@ -117,7 +126,8 @@ class BartLayer(nn.Module):
         return norm(x + F.dropout(y, self.dropout, self.training))
 
     def feed_forward(self, x: Tensor) -> Tensor:
-        h = F.dropout(self.activation_fn(self.fc1(x)), self.activation_dropout, self.training)  # (B, T, ffn)
+        h = F.dropout(linear_activation(x, self.fc1, self.activation_fn), self.activation_dropout,
+                      self.training)  # (B, T, ffn)
         x = self.residual(self.final_layer_norm, x, self.fc2(h))  # (B, T, C)
         if x.dtype == torch.float16 and not torch.isfinite(x).all():  # keep fp16 activations finite
             limit = torch.finfo(x.dtype).max - 1000

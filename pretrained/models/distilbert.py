@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import (Activation, attend, check_attention_mask, check_encoder_inputs, check_heads,
-                      classification_loss, Linear, merge_heads, padding_mask, span_outputs, split_heads, token_loss,
-                      output_flags)
+                      classification_loss, FusedLinears, Linear, linear_activation, merge_heads, padding_mask,
+                      span_outputs, split_heads, token_loss, output_flags)
 from ..modeling import PreTrainedModel
 from ..outputs import (BaseModelOutput, MaskedLMOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput,
                        TokenClassifierOutput)
@@ -42,7 +42,7 @@ class Embeddings(nn.Module):
         return self.dropout(self.LayerNorm(x + self.position_embeddings(position_ids)))
 
 
-class DistilBertSelfAttention(nn.Module):
+class DistilBertSelfAttention(FusedLinears, nn.Module):
     """Multi-head self-attention with its output projection (`out_lin`) inside, unlike BERT."""
 
     def __init__(self, config: DistilBertConfig):
@@ -54,9 +54,13 @@ class DistilBertSelfAttention(nn.Module):
         self.dropout = nn.Dropout(config.attention_dropout)  # applied inside attend(), as transformers does
         self.config = config
 
+    def fused_groups(self) -> dict[str, tuple[Linear, ...]]:
+        return {"qkv": (self.q_lin, self.k_lin, self.v_lin)}
+
     def forward(self, hidden_states: Tensor, attention_mask: Optional[Tensor] = None,
                 output_attentions: bool = False) -> tuple[Tensor, Optional[Tensor]]:
-        q, k, v = (split_heads(lin(hidden_states), self.n_heads) for lin in (self.q_lin, self.k_lin, self.v_lin))
+        q, k, v = (split_heads(y, self.n_heads) for y in self.fused("qkv", hidden_states) or
+                   (self.q_lin(hidden_states), self.k_lin(hidden_states), self.v_lin(hidden_states)))
         eager = output_attentions or self.config.attn_implementation == "eager"
         y, weights = attend(q, k, v, attention_mask, dropout=self.dropout.p if self.training else 0.0,
                             need_weights=eager)  # (B, nh, T, hs)
@@ -72,7 +76,7 @@ class FFN(nn.Module):
         self.activation = Activation(config.activation)
 
     def forward(self, input: Tensor) -> Tensor:
-        return self.dropout(self.lin2(self.activation(self.lin1(input))))
+        return self.dropout(self.lin2(linear_activation(input, self.lin1, self.activation)))
 
 
 class TransformerBlock(nn.Module):

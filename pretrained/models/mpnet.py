@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import (Activation, attend, check_attention_mask, check_encoder_inputs, check_heads,
-                      classification_loss, combine_masks, Linear, merge_heads, padded_position_ids, padding_mask,
-                      span_outputs, split_heads, token_loss, output_flags)
+                      classification_loss, combine_masks, FusedLinears, Linear, linear_activation, merge_heads,
+                      padded_position_ids, padding_mask, span_outputs, split_heads, token_loss, output_flags)
 from ..modeling import PreTrainedModel
 from ..outputs import (BaseModelOutput, BaseModelOutputWithPooling, MaskedLMOutput, QuestionAnsweringModelOutput,
                        SequenceClassifierOutput, TokenClassifierOutput)
@@ -50,7 +50,7 @@ class MPNetEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x + self.position_embeddings(position_ids)))
 
 
-class MPNetSelfAttention(nn.Module):
+class MPNetSelfAttention(FusedLinears, nn.Module):
     """q, k, v and the output projection `o`; scores get the relative-position bias before the padding mask."""
 
     def __init__(self, config: MPNetConfig):
@@ -63,10 +63,14 @@ class MPNetSelfAttention(nn.Module):
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
         self.config = config
 
+    def fused_groups(self) -> dict[str, tuple[Linear, ...]]:
+        return {"qkv": (self.q, self.k, self.v)}
+
     def forward(self, hidden_states: Tensor, attention_mask: Optional[Tensor] = None,
                 position_bias: Optional[Tensor] = None, output_attentions: bool = False):
         """Returns (output (B, T, C),) or, with `output_attentions`, (output, weights (B, nh, T, T))."""
-        q, k, v = (split_heads(lin(hidden_states), self.num_attention_heads) for lin in (self.q, self.k, self.v))
+        q, k, v = (split_heads(y, self.num_attention_heads) for y in self.fused("qkv", hidden_states) or
+                   (self.q(hidden_states), self.k(hidden_states), self.v(hidden_states)))
         if output_attentions or self.config.attn_implementation == "eager":
             # transformers' order of operations: divide by sqrt(hs), add the bias, then the mask
             w = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.attention_head_size)  # (B, nh, T, T)
@@ -103,7 +107,7 @@ class MPNetIntermediate(nn.Module):
         self.intermediate_act_fn = Activation(config.hidden_act)
 
     def forward(self, hidden_states: Tensor) -> Tensor:
-        return self.intermediate_act_fn(self.dense(hidden_states))
+        return linear_activation(hidden_states, self.dense, self.intermediate_act_fn)
 
 
 class MPNetOutput(nn.Module):
