@@ -80,6 +80,7 @@ class Summary:
     output: str
     output_bytes: int
     parts_reused: int = 0
+    skipped: int = 0  # rows the Ray engine skipped (on_error="skip"); their ids and reasons are in the workers' logs
 
     @property
     def rows_per_second(self) -> float:
@@ -92,6 +93,8 @@ class Summary:
             text += f"; {self.parts_reused} part(s) reused from an earlier run"
         if self.failed:
             text += f"; {len(self.failed)} row(s) failed and were skipped"
+        if self.skipped:
+            text += f"; {self.skipped} row(s) failed and were skipped (the Ray workers' logs name them)"
         return text
 
 
@@ -606,6 +609,7 @@ def run_ray(options: Options, input: str, output: str, *, ray_address: Optional[
     actor_cpus = max(0.1, (ray.cluster_resources().get("CPU", 1) - 1) / workers)
     # A small file is one block; cut it so that every actor gets work (order is kept: no shuffle).
     ds = _ray_read(data, files, options, blocks=4 * workers).repartition(4 * workers)
+    rows_in = ds.count() if on_error == "skip" and not remote else None  # to report how many were skipped
     ds = ds.map_batches(_ray_runner(options, on_error, max(1, round(actor_cpus))), batch_size=batch_rows,
                         batch_format="pyarrow", compute=data.ActorPoolStrategy(size=workers), num_cpus=actor_cpus)
     if not remote and os.path.exists(output):
@@ -618,13 +622,24 @@ def run_ray(options: Options, input: str, output: str, *, ray_address: Optional[
         ds.write_numpy(output, column="embedding")
     if remote:
         return Summary(rows=ds.count(), failed=[], seconds=time.perf_counter() - start, output=output, output_bytes=0)
-    size = sum(os.path.getsize(os.path.join(output, f)) for f in os.listdir(output))
-    rows = sum(_rows_in(os.path.join(output, f)) for f in os.listdir(output)) if output.endswith(".parquet") else -1
-    return Summary(rows=rows, failed=[], seconds=time.perf_counter() - start, output=output, output_bytes=size)
+    written = [os.path.join(output, f) for f in sorted(os.listdir(output))]
+    rows = sum(_rows_in(f) for f in written)
+    return Summary(rows=rows, failed=[], seconds=time.perf_counter() - start, output=output,
+                   output_bytes=sum(os.path.getsize(f) for f in written),
+                   skipped=rows_in - rows if rows_in is not None else 0)
 
 
 def _rows_in(path: str) -> int:
-    return _require("pyarrow.parquet", "batch").ParquetFile(path).metadata.num_rows
+    """Rows in one file Ray wrote (parquet, jsonl or npy)."""
+    if path.endswith(".parquet"):
+        return _require("pyarrow.parquet", "batch").ParquetFile(path).metadata.num_rows
+    if path.endswith(".npy"):
+        import numpy as np
+        return int(np.load(path, mmap_mode="r").shape[0])
+    if path.endswith((".json", ".jsonl")):
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    return 0  # not a data file (Ray writes none today)
 
 
 def _ray_read(data, files: list[str], options: Options, blocks: int):
@@ -672,6 +687,9 @@ def _job(task: str, model: str, input: str, output: str, *, engine: str, part_si
         raise BatchError(f"output '{output}' must end in one of {', '.join(OUTPUT_SUFFIXES)}")
     if output.endswith(".npy") and task != "embed":
         raise BatchError(f"output '{output}': .npy holds embeddings only; write {task} results to .parquet or .jsonl")
+    if output.endswith(".npy") and on_error == "skip":
+        raise BatchError(f"output '{output}' with on_error='skip': a .npy has no ids, so a skipped row would shift "
+                         f"every later row; write .parquet or .jsonl (with id_column) to skip bad rows")
     for name in ("batch_size", "part_size"):
         value = part_size if name == "part_size" else option_values.get(name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -808,11 +808,10 @@ class GatedMLP(FusedLinears, nn.Module):
         return {"gate_up": (self.gate_proj, self.up_proj)}
 
     def forward(self, x: Tensor) -> Tensor:
-        fused = self.fused("gate_up", x) if _plain(self.act_fn) else None
+        fused = self.fused("gate_up", x)
         if fused is not None:
-            gate, up = fused
-            return self.down_proj(self.act_fn(gate) * up)
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+            return self.down_proj(self.act_fn(fused[0]) * fused[1])
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))  # transformers' order of calls
 
 
 def last_token_logits(logits: Tensor, input_ids: Optional[Tensor], pad_token_id: Optional[int],

@@ -112,9 +112,9 @@ def _read_pickle(path: str) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"refusing to load {path}: it is not plain weights, and unpickling it could run "
                                   f"code ({reason}). Convert it to safetensors with a tool you trust.") from None
         raise CheckpointError(f"{path} is not a valid PyTorch checkpoint (truncated or corrupt?): {reason}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, RecursionError, MemoryError) as e:
+    except Exception as e:  # noqa: BLE001 - corrupt bytes make the unpickler raise anything (IndexError, KeyError, ...)
         raise CheckpointError(f"{path} is not a valid PyTorch checkpoint (truncated or corrupt?): "
-                              f"{_unpickling_reason(e)}") from None
+                              f"{type(e).__name__}: {_unpickling_reason(e)}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

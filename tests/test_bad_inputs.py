@@ -407,3 +407,18 @@ def test_cli_exits_non_zero_with_one_line_in_a_real_process(tmp_path):
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert out.returncode != 0
         assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("error: "), out.stderr
+
+
+def test_any_corrupt_bin_is_a_checkpoint_error(tmp_path):
+    """Random bytes make the unpickler fail in many ways (IndexError, KeyError, UnicodeDecodeError, ...): every one
+    is a CheckpointError naming the file, never the unpickler's own exception."""
+    import random
+
+    from pretrained.weights import CheckpointError, read_weights
+
+    rng = random.Random(0)
+    path = tmp_path / "pytorch_model.bin"
+    for size in [1, 2, 8, 64, 256] * 40:
+        path.write_bytes(bytes(rng.randrange(256) for _ in range(size)))
+        with pytest.raises(CheckpointError, match="pytorch_model.bin"):
+            read_weights([str(path)])

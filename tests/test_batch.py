@@ -279,6 +279,20 @@ def test_bad_inputs_are_named(classifier_dir, tmp_path, make, message):
         batch.classify(classifier_dir, make(tmp_path), str(tmp_path / "o.parquet"))
 
 
+def test_npy_refuses_to_skip_rows(minilm_dir, tmp_path):
+    """A .npy has no ids: skipping a row would shift every later one, so the combination is refused up front."""
+    with pytest.raises(batch.BatchError, match=r"o.npy' with on_error='skip'.*write .parquet or .jsonl"):
+        batch.embed(minilm_dir, _bad_jsonl(tmp_path), str(tmp_path / "o.npy"), on_error="skip")
+
+
+def _read_folder(folder) -> list[dict]:
+    rows = []
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            rows += [json.loads(line) for line in f if line.strip()]
+    return rows
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(output="o.csv"), "must end in one of .parquet, .jsonl, .npy"),
     (dict(output="o.npy"), ".npy holds embeddings only"),
@@ -315,8 +329,14 @@ def test_ray_engine_equals_the_local_engine(minilm_dir, tmp_path):
     try:
         remote = str(tmp_path / "ray.parquet")
         summary = batch.embed(minilm_dir, str(src), remote, id_column="id", engine="ray", num_workers=2)
+        bad = tmp_path / "bad.parquet"  # rows b and c have no text
+        pq.write_table(pa.table({"id": list("abcd"), "text": ["fine", None, None, "also fine"]}), str(bad))
+        skipped = batch.embed(minilm_dir, str(bad), str(tmp_path / "ray-skip.jsonl"), id_column="id",
+                              engine="ray", num_workers=1, on_error="skip")
     finally:
         ray.shutdown()
+    assert skipped.rows == 2 and skipped.skipped == 2 and "2 row(s) failed and were skipped" in str(skipped)
+    assert sorted(r["id"] for r in _read_folder(tmp_path / "ray-skip.jsonl")) == ["a", "d"]
     assert os.path.isdir(remote) and summary.rows == len(texts)
     got = pq.read_table(remote).to_pylist()  # Ray wrote a folder of parquet files
     want = pq.read_table(local).to_pylist()
