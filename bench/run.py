@@ -582,9 +582,10 @@ How it is measured:
   all-MiniLM-L6-v2, batch 32, against sentence-transformers in this process.
 - Ratio = pretrained median / transformers median: below 1 is better for times and memory, above 1 for tokens/s.
 - `from pretrained import AutoModel` does not import torch (the import is deferred to the first model), so the
-  honest end-to-end figure is "import + from_pretrained + first forward". Likewise pretrained's weights stay
-  memory-mapped from the page cache after from_pretrained and are paged in when first used: its from_pretrained
-  RSS excludes them, the first-forward RSS includes them.
+  honest end-to-end figure is "import + from_pretrained + first forward". In default mode pretrained's
+  from_pretrained packs every linear weight (reading the file) and runs a 4-token warm-up forward, so its
+  from_pretrained time and RSS include what transformers pays in its first forward; the first-forward figures
+  compare like with like.
 """
 
 
@@ -606,16 +607,21 @@ def write_results(path: str, rows: list[Row], info: dict, command: str, seconds:
         f.write(text)
 
 
+# The sections the other scripts write into the results file, each between its markers.
+KEPT_SECTIONS = (("<!-- serve: written by bench/serve.py -->", "<!-- /serve -->"),
+                 ("<!-- batch-bench:begin -->", "<!-- batch-bench:end -->"),
+                 ("<!-- sentence-bench:begin -->", "<!-- sentence-bench:end -->"))
+
+
 def kept_sections(path: str) -> str:
-    """Sections other scripts wrote into the results file between their markers (bench/sentence.py's
-    `<!-- sentence-bench:begin -->` … `end -->`): carried over when this script rewrites the file."""
+    """The sections bench/serve.py, bench/batch.py and bench/sentence.py wrote into the results file (between
+    their markers, KEPT_SECTIONS), in the file's order: carried over when this script rewrites the file."""
     if not os.path.isfile(path):
         return ""
     old = open(path, encoding="utf-8").read()
-    begin, end = "<!-- sentence-bench:begin -->", "<!-- sentence-bench:end -->"
-    if begin in old and end in old:
-        return "\n\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
-    return ""
+    found = sorted((old.index(begin), old[old.index(begin):old.index(end) + len(end)])
+                   for begin, end in KEPT_SECTIONS if begin in old and end in old[old.index(begin):])
+    return "".join("\n\n" + text + "\n" for _, text in found)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
