@@ -303,6 +303,14 @@ def check_input_ids(input_ids: Tensor, vocab_size: int, name: str = "input_ids")
         raise ValueError(f"{name} contains token id {bad}, outside the vocabulary [0, {vocab_size})")
 
 
+def input_embeddings(input_ids: Optional[Tensor], inputs_embeds: Optional[Tensor], embedding: nn.Module,
+                     vocab_size: int) -> Tensor:
+    """The (B, T, C) vectors a decoder starts from: `embedding` of input_ids (checked against the vocabulary;
+    (T,) is a batch of one), or inputs_embeds as given. Exactly one of them; raises ValueError otherwise."""
+    input_ids = check_encoder_inputs(input_ids, inputs_embeds, None, vocab_size, None)
+    return embedding(input_ids) if input_ids is not None else inputs_embeds
+
+
 def check_length(length: int, max_positions: int, what: str = "sequence") -> None:
     if length > max_positions:
         raise ValueError(f"{what} length {length} is longer than the model's max_position_embeddings "

@@ -366,7 +366,7 @@ def check_enough_matched(model: PreTrainedModel, source: Source, config: Pretrai
         archs = _declared_architectures(source)
         hint = (f"; its config.json names {', '.join(archs)}: load it with AutoModel.from_pretrained or that class"
                 if archs and name not in archs else "; load it with AutoModel.from_pretrained, or the class "
-                f"for its architecture")
+                "for its architecture")
         raise CheckpointError(f"no weight of {name} could be loaded from {source}: {what}{hint}. "
                               f"(For a randomly initialised model use {name}(config) or from_config.)")
     if allow_missing:

@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from ..generation import GenerationMixin
 from ..layers import (Activation, as_batch, attend, causal_attention_mask, check_attention_mask, check_heads,
-                      check_input_ids, check_length, classification_loss, decoder_cache, FusedLinears, KVCache,
-                      Linear, linear_activation, merge_heads, padding_mask, split_heads, token_loss, output_flags)
+                      check_length, classification_loss, decoder_cache, FusedLinears, KVCache, Linear,
+                      linear_activation, merge_heads, padding_mask, split_heads, token_loss, output_flags,
+                      input_embeddings)
 from ..modeling import PreTrainedModel
 from .bart_config import BartConfig  # re-exported: the config lives in a torch-free module
 from ..outputs import (BaseModelOutput, BaseModelOutputWithPast, Seq2SeqLMOutput, Seq2SeqModelOutput,
@@ -185,12 +186,7 @@ class BartStack(nn.Module):
 
     def embed(self, input_ids: Optional[Tensor], inputs_embeds: Optional[Tensor], past: int = 0) -> Tensor:
         cfg = self.config
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        if input_ids is not None:
-            input_ids = as_batch(input_ids)
-            check_input_ids(input_ids, cfg.vocab_size)
-            inputs_embeds = self.embed_tokens(input_ids)
+        inputs_embeds = input_embeddings(input_ids, inputs_embeds, self.embed_tokens, cfg.vocab_size)
         T = inputs_embeds.size(1)
         check_length(past + T, cfg.max_position_embeddings, "sequence (cached + new tokens)" if past else "sequence")
         positions = torch.arange(past + 2, past + T + 2, device=inputs_embeds.device)[None]  # (1, T)

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import (Activation, as_batch, attend, check_attention_mask, check_heads, check_input_ids, check_length,
-                      check_position_ids, classification_loss, FusedLinears, Linear, linear_activation, merge_heads,
-                      padding_mask, split_heads, token_loss, output_flags)
+from ..layers import (Activation, as_batch, attend, check_attention_mask, check_heads, check_input_ids,
+                      classification_loss, FusedLinears, Linear, linear_activation, merge_heads, padding_mask,
+                      split_heads, token_loss, output_flags, check_encoder_inputs)
 from ..modeling import PreTrainedModel
 from .bert_config import BertConfig  # re-exported: the config lives in a torch-free module
 from ..outputs import (BaseModelOutput, BaseModelOutputWithPooling, MaskedLMOutput, QuestionAnsweringModelOutput,
@@ -221,18 +221,8 @@ class BertModel(BertPreTrainedModel):
         cfg = self.config
         output_attentions, output_hidden_states, return_dict = output_flags(
             cfg, output_attentions, output_hidden_states, return_dict)
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        if input_ids is not None:
-            input_ids = as_batch(input_ids)
-            check_input_ids(input_ids, cfg.vocab_size)
-            T = input_ids.shape[1]
-        else:
-            T = inputs_embeds.shape[1]
-        if position_ids is None:
-            check_length(T, cfg.max_position_embeddings)
-        else:
-            check_position_ids(position_ids, cfg.max_position_embeddings)
+        input_ids = check_encoder_inputs(input_ids, inputs_embeds, position_ids, cfg.vocab_size,
+                                         cfg.max_position_embeddings)
         if token_type_ids is not None:
             check_input_ids(as_batch(token_type_ids, "token_type_ids"), cfg.type_vocab_size, "token_type_ids")
 

@@ -19,8 +19,9 @@ from .. import fastpath
 from ..configuration import ConfigError
 from ..generation import GenerationMixin
 from ..layers import (Activation, as_batch, attend, causal_attention_mask, check_attention_mask, check_heads,
-                      check_input_ids, check_length, check_position_ids, classification_loss, decoder_cache,
-                      KVCache, Linear, merge_heads, packed_linear, prepack, split_heads, token_loss, output_flags)
+                      check_input_ids, check_length, check_position_ids, classification_loss, decoder_cache, KVCache,
+                      Linear, merge_heads, packed_linear, prepack, split_heads, token_loss, output_flags,
+                      input_embeddings)
 from ..modeling import PreTrainedModel
 from .gpt2_config import GPT2Config  # re-exported: the config lives in a torch-free module
 from ..outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
@@ -175,13 +176,7 @@ class GPT2Model(GPT2PreTrainedModel):
         output_attentions, output_hidden_states, return_dict = output_flags(
             cfg, output_attentions, output_hidden_states, return_dict)
         use_cache = cfg.use_cache if use_cache is None else use_cache
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        if input_ids is not None:
-            input_ids = as_batch(input_ids)
-            check_input_ids(input_ids, cfg.vocab_size)
-            inputs_embeds = self.wte(input_ids)
-        x = inputs_embeds  # (B, T, C)
+        x = input_embeddings(input_ids, inputs_embeds, self.wte, cfg.vocab_size)  # (B, T, C)
         B, T, _ = x.shape
         cache = decoder_cache(past_key_values, use_cache)
         past = cache.get_seq_length() if cache is not None else 0

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from ..configuration import ConfigError
 from ..generation import GenerationMixin
 from ..layers import (FusedLinears, GatedMLP, KVCache, Linear, RMSNorm, RotaryEmbedding, apply_rotary, as_batch,
-                      attend, causal_attention_mask, check_attention_mask, check_input_ids, classification_loss,
-                      decoder_cache, last_token_logits, merge_heads, token_loss, output_flags)
+                      attend, causal_attention_mask, check_attention_mask, classification_loss, decoder_cache,
+                      last_token_logits, merge_heads, token_loss, output_flags, input_embeddings)
 from ..modeling import PreTrainedModel
 from ..outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
 from .llama_config import LlamaConfig
@@ -180,13 +180,7 @@ class LlamaModel(LlamaPreTrainedModel):
         output_attentions, output_hidden_states, return_dict = output_flags(
             cfg, output_attentions, output_hidden_states, return_dict)
         use_cache = cfg.use_cache if use_cache is None else use_cache
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        if input_ids is not None:
-            input_ids = as_batch(input_ids)
-            check_input_ids(input_ids, cfg.vocab_size)
-            inputs_embeds = self.embed_tokens(input_ids)
-        x = inputs_embeds  # (B, T, C)
+        x = input_embeddings(input_ids, inputs_embeds, self.embed_tokens, cfg.vocab_size)  # (B, T, C)
         B, T, _ = x.shape
         cache = decoder_cache(past_key_values, use_cache)
         past = cache.get_seq_length() if cache is not None else 0
