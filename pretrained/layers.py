@@ -82,9 +82,14 @@ def output_flags(config, output_attentions: Optional[bool], output_hidden_states
 # Default mode: inference on the CPU goes through oneDNN on weights packed once (fastpath.py); outputs move by
 # summation order only (<= 1e-4). Exact mode (`model.exact = True`, from_pretrained(exact=True) or
 # PRETRAINED_EXACT=1), and any call autograd records, use F.linear: transformers' bits.
+def _fast(x: Tensor, weight: Tensor, bias: Optional[Tensor], exact: Optional[bool]) -> bool:
+    """Whether a linear layer on `x` takes the packed path (fastpath.fast_applies, and a bias of x's dtype)."""
+    return fastpath.fast_applies(x, weight, exact) and (bias is None or bias.dtype == x.dtype)
+
+
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, exact: Optional[bool] = None) -> Tensor:
     """x @ weight.T + bias, with weight (out, in) as in nn.Linear; `exact` None follows the default mode."""
-    if fastpath.fast_applies(x, weight, exact) and (bias is None or bias.dtype == x.dtype):
+    if _fast(x, weight, bias, exact):
         return packed_linear(x, weight, bias)
     if fastpath.has_pack(weight) and torch.is_grad_enabled():
         fastpath.drop_pack(weight)  # training: the pack would go stale at the first step, free it now
@@ -145,8 +150,7 @@ class FusedLinears:
             return False
         if any((m.bias is None) != (members[0].bias is None) for m in members):
             return False
-        return all(fastpath.fast_applies(x, m.weight, exact) and (m.bias is None or m.bias.dtype == x.dtype)
-                   for m in members)
+        return all(_fast(x, m.weight, m.bias, exact) for m in members)
 
     def fused(self, name: str, x: Tensor) -> Optional[tuple[Tensor, ...]]:
         """The outputs of group `name` on `x` from one call (views of one tensor), or None: call the layers."""
@@ -158,6 +162,16 @@ class FusedLinears:
         pack, bias = fastpath.packed_group(self, name, [m.weight for m in members], [m.bias for m in members])
         y = torch.ops.mkldnn._linear_pointwise(x, pack, bias, "none", [], "")
         return y.split([m.out_features for m in members], dim=-1)
+
+    def linears(self, x: Tensor, *layers: Linear) -> tuple[Tensor, ...]:
+        """`layer(x)` for each of `layers`, in that order; one fused call instead when they are one of
+        `fused_groups()` and the fused path applies."""
+        for name, members in self.fused_groups().items():
+            if members == layers:  # the same modules (nn.Module compares by identity)
+                fused = self.fused(name, x)
+                if fused is not None:
+                    return fused
+        return tuple(layer(x) for layer in layers)
 
     def prepack_groups(self) -> list[Tensor]:
         """Pack every group the fast path will take (fastpath.prepare_for_inference); their weights."""
@@ -180,8 +194,7 @@ def linear_activation(x: Tensor, dense: nn.Module, act: nn.Module) -> Tensor:
     formula) when both are plain and without hooks."""
     post = _POST_OPS.get(getattr(act, "name", None))
     if post is not None and isinstance(dense, Linear) and _plain(dense) and _plain(act) and not _global_hooks() \
-            and fastpath.fast_applies(x, dense.weight, dense.exact) \
-            and (dense.bias is None or dense.bias.dtype == x.dtype):
+            and _fast(x, dense.weight, dense.bias, dense.exact):
         return torch.ops.mkldnn._linear_pointwise(x, fastpath.packed_weight(dense.weight), dense.bias, post[0], [],
                                                   post[1])
     return act(dense(x))

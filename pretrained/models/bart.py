@@ -79,19 +79,16 @@ class BartAttention(FusedLinears, nn.Module):
                 cache: Optional[KVCache] = None, attention_mask: Optional[Tensor] = None,
                 output_attentions: bool = False) -> tuple[Tensor, Optional[Tensor]]:
         nh, i = self.num_heads, self.layer_idx
-        fused = self.fused("qkv", hidden_states) if key_value_states is None and not self.cross else None
-        q = split_heads(fused[0] if fused else self.q_proj(hidden_states), nh)  # (B, nh, T, hs)
         if key_value_states is None:  # self-attention: new keys are appended to the cache
-            k, v = fused[1:] if fused else (self.k_proj(hidden_states), self.v_proj(hidden_states))
-            k, v = split_heads(k, nh), split_heads(v, nh)
+            qkv = self.linears(hidden_states, self.q_proj, self.k_proj, self.v_proj)
+            q, k, v = (split_heads(y, nh) for y in qkv)  # (B, nh, T, hs)
             if cache is not None:
                 k, v = cache.update(i, k, v)  # (B, nh, S, hs)
         else:  # cross-attention: keys of the encoder output, computed once per cache
+            q = split_heads(self.q_proj(hidden_states), nh)
             kv = cache.get_cross(i) if cache is not None else None
             if kv is None:
-                kv = (self.fused("kv", key_value_states) if self.cross else None) or \
-                    (self.k_proj(key_value_states), self.v_proj(key_value_states))
-                kv = split_heads(kv[0], nh), split_heads(kv[1], nh)
+                kv = tuple(split_heads(y, nh) for y in self.linears(key_value_states, self.k_proj, self.v_proj))
                 if cache is not None:
                     cache.set_cross(i, *kv)
             k, v = kv  # (B, nh, S_enc, hs)

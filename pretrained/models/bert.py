@@ -67,8 +67,8 @@ class BertSelfAttention(FusedLinears, nn.Module):
     def forward(self, hidden_states: Tensor, attention_mask: Optional[Tensor] = None,
                 output_attentions: bool = False) -> tuple[Tensor, Optional[Tensor]]:
         nh = self.num_attention_heads
-        q, k, v = (split_heads(y, nh) for y in self.fused("qkv", hidden_states) or
-                   (self.query(hidden_states), self.key(hidden_states), self.value(hidden_states)))  # (B, nh, T, hs)
+        qkv = self.linears(hidden_states, self.query, self.key, self.value)
+        q, k, v = (split_heads(y, nh) for y in qkv)  # (B, nh, T, hs)
         y, weights = attend(q, k, v, attention_mask, dropout=self.dropout.p if self.training else 0.0,
                             need_weights=output_attentions or self.config.attn_implementation == "eager")
         return merge_heads(y), weights  # (B, T, C)

@@ -59,8 +59,8 @@ class DistilBertSelfAttention(FusedLinears, nn.Module):
 
     def forward(self, hidden_states: Tensor, attention_mask: Optional[Tensor] = None,
                 output_attentions: bool = False) -> tuple[Tensor, Optional[Tensor]]:
-        q, k, v = (split_heads(y, self.n_heads) for y in self.fused("qkv", hidden_states) or
-                   (self.q_lin(hidden_states), self.k_lin(hidden_states), self.v_lin(hidden_states)))
+        qkv = self.linears(hidden_states, self.q_lin, self.k_lin, self.v_lin)
+        q, k, v = (split_heads(y, self.n_heads) for y in qkv)
         eager = output_attentions or self.config.attn_implementation == "eager"
         y, weights = attend(q, k, v, attention_mask, dropout=self.dropout.p if self.training else 0.0,
                             need_weights=eager)  # (B, nh, T, hs)

@@ -77,8 +77,7 @@ class LlamaAttention(FusedLinears, nn.Module):
         attention weights (B, nh, T, S) when output_attentions)."""
         B, T, _ = hidden_states.shape
         hs = self.head_dim
-        q, k, v = self.fused("qkv", hidden_states) or \
-            (self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states))
+        q, k, v = self.linears(hidden_states, self.q_proj, self.k_proj, self.v_proj)
         q = q.view(B, T, -1, hs)  # (B, T, nh, hs)
         k = k.view(B, T, -1, hs)  # (B, T, nkv, hs)
         v = v.view(B, T, -1, hs).transpose(1, 2)  # (B, nkv, T, hs)

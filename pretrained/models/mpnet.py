@@ -69,8 +69,8 @@ class MPNetSelfAttention(FusedLinears, nn.Module):
     def forward(self, hidden_states: Tensor, attention_mask: Optional[Tensor] = None,
                 position_bias: Optional[Tensor] = None, output_attentions: bool = False):
         """Returns (output (B, T, C),) or, with `output_attentions`, (output, weights (B, nh, T, T))."""
-        q, k, v = (split_heads(y, self.num_attention_heads) for y in self.fused("qkv", hidden_states) or
-                   (self.q(hidden_states), self.k(hidden_states), self.v(hidden_states)))
+        qkv = self.linears(hidden_states, self.q, self.k, self.v)
+        q, k, v = (split_heads(y, self.num_attention_heads) for y in qkv)
         if output_attentions or self.config.attn_implementation == "eager":
             # transformers' order of operations: divide by sqrt(hs), add the bias, then the mask
             w = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.attention_head_size)  # (B, nh, T, T)
