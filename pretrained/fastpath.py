@@ -62,14 +62,18 @@ ONEDNN_AVAILABLE: bool = torch.backends.mkldnn.is_available() and hasattr(torch.
 # noise of the best pack at 1, 8, 128 and 1024 rows.
 PACK_ROWS = 128
 _FAST_DTYPES = (torch.float32, torch.bfloat16)
+# The checks below run on every linear call: the C functions behind torch.backends.mkldnn.enabled and
+# StorageWeakRef.expired() cost a tenth of their Python wrappers (~0.3 us each).
+_mkldnn_enabled = getattr(torch._C, "_get_mkldnn_enabled", lambda: torch.backends.mkldnn.enabled)
+_expired = torch.UntypedStorage._expired
 
 
 def fast_applies(x: Tensor, weight: Tensor, exact: Optional[bool] = None) -> bool:
     """Whether a linear layer on `x` takes the packed path: not exact mode (`exact`, else the default EXACT),
     oneDNN present and enabled, CPU, float32/bfloat16 throughout, and autograd not recording."""
-    if (EXACT if exact is None else exact) or not ONEDNN_AVAILABLE or not torch.backends.mkldnn.enabled:
+    if (EXACT if exact is None else exact) or not ONEDNN_AVAILABLE or not _mkldnn_enabled():
         return False
-    if x.device.type != "cpu" or x.dtype not in _FAST_DTYPES or weight.dtype != x.dtype:
+    if not x.is_cpu or x.dtype not in _FAST_DTYPES or weight.dtype != x.dtype:
         return False
     return not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
 
@@ -107,7 +111,7 @@ def _current(weight: Tensor, transposed: bool) -> tuple[tuple, Optional[_Pack]]:
     """(the key `weight` has now, its pack if that pack was made from exactly this tensor as it is now)."""
     key = _key(weight) + (transposed,)
     pack = weight.__dict__.get("_pretrained_pack")
-    fresh = pack is not None and pack.key == key and not pack.storage.expired()
+    fresh = pack is not None and pack.key == key and not _expired(pack.storage.cdata)
     return key, pack if fresh else None
 
 
@@ -157,8 +161,8 @@ _GROUP = "_pretrained_pack_"  # + the group's name: where a group's pack is kept
 def _current_group(owner: nn.Module, name: str, tensors: list[Optional[Tensor]]) -> Optional[_Pack]:
     """The pack of group `name` if it was made from exactly `tensors` (weights, then biases) as they are now."""
     pack = owner.__dict__.get(_GROUP + name)
-    fresh = pack is not None and pack.key == tuple(_key(t) for t in tensors) and \
-        not any(ref.expired() for ref in pack.storage)
+    fresh = pack is not None and pack.key == tuple([_key(t) for t in tensors]) and \
+        not any([_expired(ref.cdata) for ref in pack.storage])
     return pack if fresh else None
 
 

@@ -65,6 +65,8 @@ class Activation(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.fn(x)
 
+    fusable_forward = forward  # linear_activation may compute it inside the linear layer's call (see _plain)
+
     def extra_repr(self) -> str:
         return self.name
 
@@ -108,9 +110,12 @@ class Linear(nn.Linear):
     """
 
     exact: Optional[bool] = None
+    weight_transposed = False  # weight is (out, in); GPT-2's Conv1D, the other linear layer here, keeps (in, out)
 
     def forward(self, x: Tensor) -> Tensor:
         return linear(x, self.weight, self.bias, exact=self.exact)
+
+    fusable_forward = forward  # see _plain
 
     def prepack(self) -> bool:
         """Pack the weight now if the fast path will take it (fastpath.prepare_for_inference); True if packed."""
@@ -126,9 +131,10 @@ def prepack(weight: Tensor, exact: Optional[bool], transposed: bool = False) -> 
 
 
 def _plain(module: nn.Module) -> bool:
-    """No hook on `module`, and its forward is the one this file defines (not replaced or wrapped by a user)."""
+    """No hook on `module`, and its forward is the one its class marks as `fusable_forward` (a subclass that
+    overrides forward is not plain): then a fused call computes exactly what calling the module would."""
     return not (module._forward_hooks or module._forward_pre_hooks) and \
-        type(module).forward in (Linear.forward, Activation.forward)
+        type(module).forward is getattr(type(module), "fusable_forward", None)
 
 
 def _global_hooks() -> bool:
@@ -144,31 +150,35 @@ class FusedLinears:
     def fused_groups(self) -> dict[str, tuple[Linear, ...]]:
         raise NotImplementedError
 
-    def _group_applies(self, x: Tensor, members: tuple[Linear, ...]) -> bool:
+    def _group_applies(self, x: Tensor, members: tuple[Linear, ...]) -> Optional[tuple[list, list]]:
+        """(weights, biases) of the group when the fused path applies to `x`, else None."""
+        if _global_hooks() or not all([_plain(m) for m in members]):
+            return None
         exact = members[0].exact
-        if any(not _plain(m) or m.exact != exact for m in members) or _global_hooks():
-            return False
-        if any((m.bias is None) != (members[0].bias is None) for m in members):
-            return False
-        return all(_fast(x, m.weight, m.bias, exact) for m in members)
+        weights, biases = [m.weight for m in members], [m.bias for m in members]
+        for m, w, b in zip(members, weights, biases):
+            if m.exact != exact or (b is None) != (biases[0] is None) or not _fast(x, w, b, exact):
+                return None
+        return weights, biases
 
-    def fused(self, name: str, x: Tensor) -> Optional[tuple[Tensor, ...]]:
-        """The outputs of group `name` on `x` from one call (views of one tensor), or None: call the layers."""
-        members = self.fused_groups()[name]
-        if not self._group_applies(x, members):
+    def fused(self, name: str, x: Tensor, members: Optional[tuple[Linear, ...]] = None) -> Optional[tuple[Tensor, ...]]:
+        """The outputs of group `name` (whose layers are `members`, when the caller has them) on `x` from one
+        call (views of one tensor), or None: call the layers."""
+        group = self._group_applies(x, self.fused_groups()[name] if members is None else members)
+        if group is None:
             if torch.is_grad_enabled():
                 fastpath.drop_group(self, name)  # training: the pack would go stale at the first step
             return None
-        pack, bias = fastpath.packed_group(self, name, [m.weight for m in members], [m.bias for m in members])
+        pack, bias = fastpath.packed_group(self, name, *group)
         y = torch.ops.mkldnn._linear_pointwise(x, pack, bias, "none", [], "")
-        return y.split([m.out_features for m in members], dim=-1)
+        return y.split([w.size(0) for w in group[0]], dim=-1)
 
     def linears(self, x: Tensor, *layers: Linear) -> tuple[Tensor, ...]:
         """`layer(x)` for each of `layers`, in that order; one fused call instead when they are one of
         `fused_groups()` and the fused path applies."""
         for name, members in self.fused_groups().items():
             if members == layers:  # the same modules (nn.Module compares by identity)
-                fused = self.fused(name, x)
+                fused = self.fused(name, x, members)
                 if fused is not None:
                     return fused
         return tuple(layer(x) for layer in layers)
@@ -179,9 +189,10 @@ class FusedLinears:
         with torch.no_grad():  # as in inference: the weights' requires_grad does not rule the fast path out
             for name, members in self.fused_groups().items():
                 weight = members[0].weight
-                if not weight.is_meta and self._group_applies(weight.new_empty(0), members):
-                    fastpath.packed_group(self, name, [m.weight for m in members], [m.bias for m in members])
-                    done += [m.weight for m in members]
+                group = None if weight.is_meta else self._group_applies(weight.new_empty(0), members)
+                if group is not None:
+                    fastpath.packed_group(self, name, *group)
+                    done += group[0]
         return done
 
 
@@ -190,13 +201,13 @@ _POST_OPS = {"gelu": ("gelu", "none"), "gelu_pytorch_tanh": ("gelu", "tanh"), "g
 
 
 def linear_activation(x: Tensor, dense: nn.Module, act: nn.Module) -> Tensor:
-    """act(dense(x)); in default mode with the activation computed inside oneDNN's call (a post-op, the same
-    formula) when both are plain and without hooks."""
+    """act(dense(x)) for a linear layer `dense` (Linear, or GPT-2's Conv1D); in default mode with the activation
+    computed inside oneDNN's call (a post-op, the same formula) when both are plain and without hooks."""
     post = _POST_OPS.get(getattr(act, "name", None))
-    if post is not None and isinstance(dense, Linear) and _plain(dense) and _plain(act) and not _global_hooks() \
+    if post is not None and _plain(dense) and _plain(act) and not _global_hooks() \
             and _fast(x, dense.weight, dense.bias, dense.exact):
-        return torch.ops.mkldnn._linear_pointwise(x, fastpath.packed_weight(dense.weight), dense.bias, post[0], [],
-                                                  post[1])
+        weight = fastpath.packed_weight(dense.weight, dense.weight_transposed)
+        return torch.ops.mkldnn._linear_pointwise(x, weight, dense.bias, post[0], [], post[1])
     return act(dense(x))
 
 

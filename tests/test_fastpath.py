@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pretrained import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, fastpath
+from pretrained.layers import Linear
 
 pytestmark = pytest.mark.skipif(not fastpath.ONEDNN_AVAILABLE, reason="this torch build has no oneDNN")
 
@@ -206,17 +207,22 @@ def logits_or_hidden(model, ids, exact):
     return out.logits if hasattr(out, "logits") and out.logits is not None else out.last_hidden_state
 
 
-@pytest.mark.parametrize("where", ["query", "value", "intermediate_act_fn", "intermediate.dense"])
+@pytest.mark.parametrize("where", ["query", "value", "intermediate_act_fn", "intermediate.dense", "gpt2 mlp.act",
+                                   "gpt2 mlp.c_fc"])
 def test_a_hook_on_a_fused_layer_sees_its_own_call(where):
     """With a hook on any layer of a fused group (or on the activation computed inside oneDNN's call), the
     layers run one by one: the hook fires once per forward with the layer's output, as in exact mode."""
     torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                 intermediate_size=64)).eval()
-    layer = model.encoder.layer[0]
-    target = {"query": layer.attention.self.query, "value": layer.attention.self.value,
-              "intermediate_act_fn": layer.intermediate.intermediate_act_fn,
-              "intermediate.dense": layer.intermediate.dense}[where]
+    if where.startswith("gpt2"):
+        model = tiny_gpt2()
+        target = model.get_submodule("transformer.h.0." + where.split()[1])
+    else:
+        model = BertModel(BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                     intermediate_size=64)).eval()
+        layer = model.encoder.layer[0]
+        target = {"query": layer.attention.self.query, "value": layer.attention.self.value,
+                  "intermediate_act_fn": layer.intermediate.intermediate_act_fn,
+                  "intermediate.dense": layer.intermediate.dense}[where]
     seen = {}
     for exact in (True, False):
         model.exact = exact
@@ -228,6 +234,19 @@ def test_a_hook_on_a_fused_layer_sees_its_own_call(where):
         seen[exact] = outputs
     assert len(seen[True]) == len(seen[False]) == 1
     assert (seen[True][0] - seen[False][0]).abs().max() <= 1e-4
+
+
+def test_gpt2_mlp_computes_its_gelu_inside_the_linear_call():
+    """Default mode: GPT-2's tanh GELU is a post-op of c_fc's oneDNN call (no separate tanh), within 1e-4 of
+    exact mode, which computes transformers' NewGELUActivation formula op by op."""
+    model = tiny_gpt2()
+    ops = {}
+    for exact in (True, False):
+        with torch.profiler.profile() as prof:
+            out = logits_or_hidden(model, IDS.clamp(max=96), exact=exact)
+        ops[exact] = ({e.key for e in prof.key_averages()}, out)
+    assert "aten::tanh" in ops[True][0] and "aten::tanh" not in ops[False][0]
+    assert (ops[True][1] - ops[False][1]).abs().max() <= 1e-4
 
 
 def test_a_replaced_layer_is_called_not_bypassed():
@@ -242,13 +261,18 @@ def test_a_replaced_layer_is_called_not_bypassed():
         def forward(self, x):
             return 2 * super().forward(x)
 
-    doubled = Doubled(32, 32)
-    doubled.load_state_dict(attention.value.state_dict())
+    class OurDoubled(Linear):  # a subclass of our own Linear that changes forward is not fused either
+        def forward(self, x):
+            return 2 * super().forward(x)
+
     before = logits_or_hidden(model, IDS.clamp(max=96), exact=False)
-    attention.value = doubled
-    after = logits_or_hidden(model, IDS.clamp(max=96), exact=False)
-    assert (after - logits_or_hidden(model, IDS.clamp(max=96), exact=True)).abs().max() <= 1e-4
-    assert not torch.allclose(before, after, atol=1e-3)
+    for cls in (Doubled, OurDoubled):
+        doubled = cls(32, 32)
+        doubled.load_state_dict(attention.value.state_dict())
+        attention.value = doubled
+        after = logits_or_hidden(model, IDS.clamp(max=96), exact=False)
+        assert (after - logits_or_hidden(model, IDS.clamp(max=96), exact=True)).abs().max() <= 1e-4
+        assert not torch.allclose(before, after, atol=1e-3)
 
 
 def test_moving_a_model_frees_its_stale_group_packs():

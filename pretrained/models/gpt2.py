@@ -20,8 +20,8 @@ from ..configuration import ConfigError
 from ..generation import GenerationMixin
 from ..layers import (Activation, as_batch, attend, causal_attention_mask, check_attention_mask, check_heads,
                       check_input_ids, check_length, check_position_ids, classification_loss, decoder_cache, KVCache,
-                      Linear, merge_heads, packed_linear, prepack, split_heads, token_loss, output_flags,
-                      input_embeddings)
+                      Linear, linear_activation, merge_heads, packed_linear, prepack, split_heads, token_loss,
+                      output_flags, input_embeddings)
 from ..modeling import PreTrainedModel
 from .gpt2_config import GPT2Config  # re-exported: the config lives in a torch-free module
 from ..outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
@@ -42,12 +42,15 @@ class Conv1D(nn.Module):
         self.bias = nn.Parameter(torch.empty(nf))
 
     exact: Optional[bool] = None  # as layers.Linear.exact
+    weight_transposed = True
 
     def forward(self, x: Tensor) -> Tensor:
         if fastpath.fast_applies(x, self.weight, self.exact):  # layers.linear's fast path, packed from (in, out)
             return packed_linear(x, self.weight, self.bias, transposed=True)
         # addmm, as transformers computes it, for bit parity
         return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(*x.shape[:-1], self.nf)
+
+    fusable_forward = forward  # layers.linear_activation may fuse it with the MLP's activation
 
     def prepack(self) -> bool:
         return prepack(self.weight, self.exact, transposed=True)
@@ -104,7 +107,7 @@ class GPT2MLP(nn.Module):
         self.dropout = nn.Dropout(config.resid_pdrop)
 
     def forward(self, hidden_states: Tensor) -> Tensor:
-        return self.dropout(self.c_proj(self.act(self.c_fc(hidden_states))))  # (B, T, C)
+        return self.dropout(self.c_proj(linear_activation(hidden_states, self.c_fc, self.act)))  # (B, T, C)
 
 
 class GPT2Block(nn.Module):
