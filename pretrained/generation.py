@@ -414,7 +414,7 @@ class GenerateOutput(ModelOutput):
 
 
 # -- the model side of a decoding step -----------------------------------------------------------------------
-class _CausalSteps:
+class CausalSteps:
     """Feeds a decoder-only model: the whole prompt first, then one token per row and step, reusing the cache.
 
     With padding, positions count only real tokens (attention_mask.cumsum - 1), as transformers computes them,
@@ -460,7 +460,7 @@ class _CausalSteps:
         return out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
 
 
-class _Seq2SeqSteps:
+class Seq2SeqSteps:
     """Feeds an encoder-decoder model: the encoder ran once; each step feeds the decoder one token per row."""
 
     def __init__(self, model, encoder_outputs, attention_mask: Optional[Tensor], max_length: int):
@@ -486,7 +486,7 @@ class _Seq2SeqSteps:
 
 
 # -- decoding loops ------------------------------------------------------------------------------------------
-def _process(procs: list[Processor], input_ids: Tensor, scores: Tensor) -> Tensor:
+def apply_processors(procs: list[Processor], input_ids: Tensor, scores: Tensor) -> Tensor:
     for proc in procs:
         scores = proc(input_ids, scores)
     return scores
@@ -504,7 +504,7 @@ def _greedy_or_sample(steps, input_ids: Tensor, procs: list[Processor], cfg: Gen
     length = T
     logits = steps.prefill(input_ids)
     while True:
-        scores = _process(procs, sequences[:, :length], logits)
+        scores = apply_processors(procs, sequences[:, :length], logits)
         if record_scores:
             scores_out.append(scores)
         if record_logits:
@@ -577,7 +577,7 @@ def _beam_search(steps, input_ids: Tensor, procs: list[Processor], cfg: Generati
     flat = input_ids
     logits = steps.prefill(input_ids)
     while True:
-        log_probs = _process(procs, flat, F.log_softmax(logits, dim=-1))
+        log_probs = apply_processors(procs, flat, F.log_softmax(logits, dim=-1))
         if record_scores:
             scores_out.append(log_probs.clone())
         if record_logits:
@@ -804,13 +804,13 @@ class GenerationMixin:
                 hidden = hidden.repeat_interleave(expand, dim=0)
                 attention_mask = attention_mask.repeat_interleave(expand, dim=0) if attention_mask is not None else None
             prompt_ids = torch.full((B * expand, 1), start, dtype=torch.long, device=input_ids.device)
-            steps = _Seq2SeqSteps(self, BaseModelOutput(last_hidden_state=hidden), attention_mask, max_length)
+            steps = Seq2SeqSteps(self, BaseModelOutput(last_hidden_state=hidden), attention_mask, max_length)
             mask_for_penalty = None  # the decoder input is not padded
         else:
             prompt_ids = input_ids.repeat_interleave(expand, dim=0) if expand > 1 else input_ids
             if attention_mask is not None and expand > 1:
                 attention_mask = attention_mask.repeat_interleave(expand, dim=0)
-            steps = _CausalSteps(self, attention_mask, max_length)
+            steps = CausalSteps(self, attention_mask, max_length)
             mask_for_penalty = attention_mask
 
         # The repetition penalty skips left padding (transformers: the index of the first attended token).

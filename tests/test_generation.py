@@ -477,7 +477,7 @@ def test_processor_pipeline_order_matches_transformers(gpt2, hf_gpt2, logits):
     hf._prepare_special_tokens(theirs_cfg, device="cpu")
     theirs = hf._get_logits_processor(theirs_cfg, input_ids_seq_length=ids.shape[1], device="cpu")
     assert len(procs) == len(theirs) == 7
-    assert torch.equal(gen._process(procs, ids, scores), theirs(ids, scores.clone()))
+    assert torch.equal(gen.apply_processors(procs, ids, scores), theirs(ids, scores.clone()))
 
 
 # -- the command line ---------------------------------------------------------------------------------------

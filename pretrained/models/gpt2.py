@@ -45,9 +45,9 @@ class Conv1D(nn.Module):
     weight_transposed = True
 
     def forward(self, x: Tensor) -> Tensor:
-        if fastpath.fast_applies(x, self.weight, self.exact):  # layers.linear's fast path, packed from (in, out)
+        # layers.linear's fast path on the weight packed from (in, out); else addmm, transformers' bits
+        if fastpath.fast_applies(x, self.weight, self.exact) and self.bias.dtype == x.dtype:
             return packed_linear(x, self.weight, self.bias, transposed=True)
-        # addmm, as transformers computes it, for bit parity
         return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(*x.shape[:-1], self.nf)
 
     fusable_forward = forward  # layers.linear_activation may fuse it with the MLP's activation

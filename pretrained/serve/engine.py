@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..generation import _CausalSteps, _process, build_processors
+from ..generation import CausalSteps, apply_processors, build_processors
 from ..layers import KVCache
 from .service import Encoded, Service
 
@@ -270,7 +270,7 @@ class GenerationWorker(Worker):
         self.metrics.input_tokens.inc(P)
         # The prompt's cache holds just the prompt: the rows grow in the shared cache, which doubles as needed
         # instead of reserving prompt + max_tokens for every row.
-        steps = _CausalSteps(self.service.model, None, P)
+        steps = CausalSteps(self.service.model, None, P)
         ids = torch.tensor([seq.prompt], dtype=torch.long, device=self._device)
         start = time.perf_counter()
         logits = steps.prefill(ids)  # (1, V): exactly generate()'s first step for this prompt alone
@@ -321,7 +321,7 @@ class GenerationWorker(Worker):
         """The next token of `seq` from its logits (1, V): its processors, then argmax or a draw."""
         if seq.procs:
             history = torch.tensor([seq.prompt + seq.tokens], dtype=torch.long, device=self._device)
-            logits = _process(seq.procs, history, logits)
+            logits = apply_processors(seq.procs, history, logits)
         if seq.do_sample:
             return int(torch.multinomial(F.softmax(logits, dim=-1), 1, generator=seq.generator))
         return int(torch.argmax(logits, dim=-1))
