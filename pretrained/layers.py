@@ -131,9 +131,10 @@ def prepack(weight: Tensor, exact: Optional[bool], transposed: bool = False) -> 
 
 
 def _plain(module: nn.Module) -> bool:
-    """No hook on `module`, and its forward is the one its class marks as `fusable_forward` (a subclass that
-    overrides forward is not plain): then a fused call computes exactly what calling the module would."""
-    return not (module._forward_hooks or module._forward_pre_hooks) and \
+    """No hook on `module`, and its forward is the one its class marks as `fusable_forward` (not a subclass's
+    override, nor a forward set on the instance, as accelerate's hooks do): then a fused call computes exactly
+    what calling the module would."""
+    return not (module._forward_hooks or module._forward_pre_hooks or "forward" in module.__dict__) and \
         type(module).forward is getattr(type(module), "fusable_forward", None)
 
 

@@ -265,10 +265,17 @@ def test_a_replaced_layer_is_called_not_bypassed():
         def forward(self, x):
             return 2 * super().forward(x)
 
+    def patched(n_in, n_out):  # our own Linear whose instance's forward was replaced (as accelerate's hooks do)
+        layer = Linear(n_in, n_out)
+        plain_forward = layer.forward
+        layer.forward = lambda x: 2 * plain_forward(x)
+        return layer
+
+    original = attention.value
     before = logits_or_hidden(model, IDS.clamp(max=96), exact=False)
-    for cls in (Doubled, OurDoubled):
-        doubled = cls(32, 32)
-        doubled.load_state_dict(attention.value.state_dict())
+    for make in (Doubled, OurDoubled, patched):
+        doubled = make(32, 32)
+        doubled.load_state_dict(original.state_dict())
         attention.value = doubled
         after = logits_or_hidden(model, IDS.clamp(max=96), exact=False)
         assert (after - logits_or_hidden(model, IDS.clamp(max=96), exact=True)).abs().max() <= 1e-4
