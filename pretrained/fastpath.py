@@ -63,7 +63,7 @@ ONEDNN_AVAILABLE: bool = torch.backends.mkldnn.is_available() and hasattr(torch.
 PACK_ROWS = 128
 _FAST_DTYPES = (torch.float32, torch.bfloat16)
 # The checks below run on every linear call: the C functions behind torch.backends.mkldnn.enabled and
-# StorageWeakRef.expired() cost a tenth of their Python wrappers (~0.3 us each).
+# StorageWeakRef.expired() cost about a quarter of their Python wrappers (~0.3-0.4 us each).
 _mkldnn_enabled = getattr(torch._C, "_get_mkldnn_enabled", lambda: torch.backends.mkldnn.enabled)
 _expired = torch.UntypedStorage._expired
 
