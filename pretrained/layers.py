@@ -89,12 +89,18 @@ def _fast(x: Tensor, weight: Tensor, bias: Optional[Tensor], exact: Optional[boo
     return fastpath.fast_applies(x, weight, exact) and (bias is None or bias.dtype == x.dtype)
 
 
-def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, exact: Optional[bool] = None) -> Tensor:
-    """x @ weight.T + bias, with weight (out, in) as in nn.Linear; `exact` None follows the default mode."""
+def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, exact: Optional[bool] = None,
+           transposed: bool = False) -> Tensor:
+    """x @ weight.T + bias, with weight (out, in) as in nn.Linear, or x @ weight + bias when `transposed` (weight
+    (in, out), GPT-2's Conv1D); `exact` None follows the default mode."""
     if _fast(x, weight, bias, exact):
-        return packed_linear(x, weight, bias)
+        return packed_linear(x, weight, bias, transposed)
     if fastpath.has_pack(weight) and torch.is_grad_enabled():
         fastpath.drop_pack(weight)  # training: the pack would go stale at the first step, free it now
+    if transposed:  # addmm on the flattened rows, as transformers' Conv1D computes it (its bits)
+        flat = x.reshape(-1, x.size(-1))
+        y = flat @ weight if bias is None else torch.addmm(bias, flat, weight)
+        return y.view(*x.shape[:-1], weight.size(1))
     return F.linear(x, weight, bias)
 
 

@@ -15,12 +15,11 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .. import fastpath
 from ..configuration import ConfigError
 from ..generation import GenerationMixin
 from ..layers import (Activation, as_batch, attend, causal_attention_mask, check_attention_mask, check_heads,
                       check_input_ids, check_length, check_position_ids, classification_loss, decoder_cache, KVCache,
-                      Linear, linear_activation, merge_heads, packed_linear, prepack, split_heads, token_loss,
+                      Linear, linear, linear_activation, merge_heads, prepack, split_heads, token_loss,
                       output_flags, input_embeddings)
 from ..modeling import PreTrainedModel
 from .gpt2_config import GPT2Config  # re-exported: the config lives in a torch-free module
@@ -45,10 +44,7 @@ class Conv1D(nn.Module):
     weight_transposed = True
 
     def forward(self, x: Tensor) -> Tensor:
-        # layers.linear's fast path on the weight packed from (in, out); else addmm, transformers' bits
-        if fastpath.fast_applies(x, self.weight, self.exact) and self.bias.dtype == x.dtype:
-            return packed_linear(x, self.weight, self.bias, transposed=True)
-        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(*x.shape[:-1], self.nf)
+        return linear(x, self.weight, self.bias, exact=self.exact, transposed=True)
 
     fusable_forward = forward  # layers.linear_activation may fuse it with the MLP's activation
 
