@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import uuid
+import warnings
 import zipfile
 
 import torch
@@ -105,7 +106,11 @@ def _read_safetensors(path: str) -> dict[str, torch.Tensor]:
 def _read_pickle(path: str) -> dict[str, torch.Tensor]:
     try:
         mmap = zipfile.is_zipfile(path)  # the zip format can be memory-mapped; the legacy format cannot
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        # Corrupt bytes can make torch warn before it fails (e.g. "Detected pickle protocol 186"): such a warning
+        # belongs to the error below, so it is held back and only passed on when the load succeeds.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         reason = _unpickling_reason(e)
         if "GLOBAL" in reason:
@@ -115,6 +120,8 @@ def _read_pickle(path: str) -> dict[str, torch.Tensor]:
     except Exception as e:  # noqa: BLE001 - corrupt bytes make the unpickler raise anything (IndexError, KeyError, ...)
         raise CheckpointError(f"{path} is not a valid PyTorch checkpoint (truncated or corrupt?): "
                               f"{type(e).__name__}: {_unpickling_reason(e)}") from None
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
