@@ -176,7 +176,8 @@ CASES = [
     Case("most weights missing", only_embeddings, "CheckpointError", ["allow_missing_weights", "lacks"]),
     Case("truncated safetensors", write("model.safetensors", b"\x40\x00\x00\x00\x00\x00\x00\x00{\"a\":"),
          "CheckpointError", "model.safetensors"),
-    Case("corrupt .bin", write("pytorch_model.bin", random.Random(64).randbytes(64)), "CheckpointError", "pytorch_model.bin"),
+    Case("corrupt .bin", write("pytorch_model.bin", random.Random(64).randbytes(64)), "CheckpointError",
+         "pytorch_model.bin"),
     # a pickle header with an unknown protocol: torch warns before it fails, and the warning must not leak out
     Case("corrupt .bin, odd protocol", write("pytorch_model.bin", b"\x80\xba3" + bytes(61)), "CheckpointError",
          "pytorch_model.bin"),
