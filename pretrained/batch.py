@@ -609,8 +609,10 @@ def run_ray(options: Options, input: str, output: str, *, ray_address: Optional[
     actor_cpus = max(0.1, (ray.cluster_resources().get("CPU", 1) - 1) / workers)
     # A small file is one block; cut it so that every actor gets work (order is kept: no shuffle).
     ds = _ray_read(data, files, options, blocks=4 * workers).repartition(4 * workers)
-    rows_in = ds.count() if on_error == "skip" and not remote else None  # to report how many were skipped
-    ds = ds.map_batches(_ray_runner(options, on_error, max(1, round(actor_cpus))), batch_size=batch_rows,
+    # The actors report the rows they wrote and skipped as they go: counting the dataset afterwards would run the
+    # whole pipeline (the model included) a second time, and counting the input would read it twice.
+    counter = _ray_counter(ray)
+    ds = ds.map_batches(_ray_runner(options, on_error, max(1, round(actor_cpus)), counter), batch_size=batch_rows,
                         batch_format="pyarrow", compute=data.ActorPoolStrategy(size=workers), num_cpus=actor_cpus)
     if not remote and os.path.exists(output):
         shutil.rmtree(output) if os.path.isdir(output) else os.unlink(output)
@@ -620,13 +622,14 @@ def run_ray(options: Options, input: str, output: str, *, ray_address: Optional[
         ds.write_json(output)
     else:
         ds.write_numpy(output, column="embedding")
+    rows, skipped = ray.get(counter.totals.remote())
+    ray.kill(counter)
     if remote:
-        return Summary(rows=ds.count(), failed=[], seconds=time.perf_counter() - start, output=output, output_bytes=0)
+        return Summary(rows=rows, failed=[], seconds=time.perf_counter() - start, output=output, output_bytes=0,
+                       skipped=skipped)
     written = [os.path.join(output, f) for f in sorted(os.listdir(output))]
-    rows = sum(_rows_in(f) for f in written)
-    return Summary(rows=rows, failed=[], seconds=time.perf_counter() - start, output=output,
-                   output_bytes=sum(os.path.getsize(f) for f in written),
-                   skipped=rows_in - rows if rows_in is not None else 0)
+    return Summary(rows=sum(_rows_in(f) for f in written), failed=[], seconds=time.perf_counter() - start,
+                   output=output, output_bytes=sum(os.path.getsize(f) for f in written), skipped=skipped)
 
 
 def _rows_in(path: str) -> int:
@@ -658,8 +661,28 @@ def _ray_read(data, files: list[str], options: Options, blocks: int):
     return data.read_parquet(files, override_num_blocks=blocks).select_columns(columns)
 
 
-def _ray_runner(options: Options, on_error: str, threads: int):
-    """A picklable actor class for map_batches: it builds the task's runner once per actor."""
+def _ray_counter(ray):
+    """An actor that adds up the rows the runners wrote and skipped (it needs no CPU of its own)."""
+
+    @ray.remote(num_cpus=0)
+    class Counter:
+        def __init__(self):
+            self.rows = self.skipped = 0
+
+        def add(self, rows: int, skipped: int) -> None:
+            self.rows += rows
+            self.skipped += skipped
+
+        def totals(self) -> tuple[int, int]:
+            return self.rows, self.skipped
+
+    return Counter.remote()
+
+
+def _ray_runner(options: Options, on_error: str, threads: int, counter):
+    """A picklable actor class for map_batches: it builds the task's runner once per actor, and reports each
+    batch's rows written and skipped to `counter` before handing the batch on (so the totals are complete once
+    the write is)."""
 
     class Actor:
         def __init__(self):
@@ -670,7 +693,11 @@ def _ray_runner(options: Options, on_error: str, threads: int):
             self.runner.on_error = on_error
 
         def __call__(self, batch):
-            return self.runner(batch)
+            import ray
+
+            out = self.runner(batch)
+            ray.get(counter.add.remote(out.num_rows, batch.num_rows - out.num_rows))
+            return out
 
     return Actor
 

@@ -333,10 +333,17 @@ def test_ray_engine_equals_the_local_engine(minilm_dir, tmp_path):
         pq.write_table(pa.table({"id": list("abcd"), "text": ["fine", None, None, "also fine"]}), str(bad))
         skipped = batch.embed(minilm_dir, str(bad), str(tmp_path / "ray-skip.jsonl"), id_column="id",
                               engine="ray", num_workers=1, on_error="skip")
+        # a URL output (s3://, gs://, ...; file:// here) is written by Ray's writers and not listed afterwards:
+        # the rows and the skipped are counted by the actors, without running the job twice
+        url = batch.embed(minilm_dir, str(bad), (tmp_path / "ray-skip-url.parquet").as_uri(), id_column="id",
+                          engine="ray", num_workers=1, on_error="skip")
     finally:
         ray.shutdown()
     assert skipped.rows == 2 and skipped.skipped == 2 and "2 row(s) failed and were skipped" in str(skipped)
     assert sorted(r["id"] for r in _read_folder(tmp_path / "ray-skip.jsonl")) == ["a", "d"]
+    assert url.rows == 2 and url.skipped == 2
+    assert sorted(pq.read_table(tmp_path / "ray-skip-url.parquet").column("id").to_pylist()) == ["a", "d"]
+    assert summary.skipped == 0
     assert os.path.isdir(remote) and summary.rows == len(texts)
     got = pq.read_table(remote).to_pylist()  # Ray wrote a folder of parquet files
     want = pq.read_table(local).to_pylist()
