@@ -68,6 +68,56 @@ _mkldnn_enabled = getattr(torch._C, "_get_mkldnn_enabled", lambda: torch.backend
 _expired = torch.UntypedStorage._expired
 
 
+# One row per call (decoding at batch 1) is a matrix-vector product, bound by reading the weight. Which kernel
+# reads fastest depends on the CPU: on an Intel Xeon (AVX-512, no BF16) MKL's gemv on the plain weight took
+# 0.5-0.9x the time of oneDNN's packed kernel (GPT-2 and Qwen2.5-0.5B shapes), on an AMD EPYC the packed kernel
+# was faster (MKL's gemv read 12-13 GB/s there against oneDNN's 17-20). So it is measured, once per process and
+# dtype, when from_pretrained warms up a model that generates (modeling.warm_up): from then on one-row calls
+# in that dtype go through F.linear on the plain weight (transformers' bits) where that was faster by the
+# margin below. Both answers are within the contract; only the speed differs. Until a measurement (a model
+# that does not generate, or one built from a config), one-row calls take the packed kernel.
+_ROW_PLAIN: dict = {}  # dtype -> whether one-row calls use the plain weight
+_ROW_MARGIN = 0.9  # plain must take at most this share of the packed kernel's time
+
+
+def single_row_plain(dtype: torch.dtype) -> bool:
+    """Whether a one-row call in `dtype` runs F.linear on the plain weight rather than the packed kernel:
+    measured on the first call for each dtype (~20-30 ms), then remembered for the process."""
+    choice = _ROW_PLAIN.get(dtype)
+    if choice is None:
+        choice = ONEDNN_AVAILABLE and dtype in _FAST_DTYPES and _measure_single_row(dtype)
+        _ROW_PLAIN[dtype] = choice
+    return choice
+
+
+def _measure_single_row(dtype: torch.dtype, repeats: int = 9) -> bool:
+    """Time both kernels on one row and two weight shapes of a small decoder (1024x1024 and 4096x1024), the
+    two alternating; True when the plain weight's median total is below _ROW_MARGIN of the packed one's."""
+    import statistics
+    import time
+    import torch.nn.functional as F
+    with torch.inference_mode():
+        weights = [torch.full((n, 1024), 0.01, dtype=dtype) for n in (1024, 4096)]
+        packs = [torch.ops.mkldnn._reorder_linear_weight(w, PACK_ROWS) for w in weights]
+        x = torch.full((1, 1024), 0.5, dtype=dtype)
+        plain, packed = [], []
+        for i in range(repeats + 2):
+            start = time.perf_counter()
+            for w in weights:
+                F.linear(x, w)
+            middle = time.perf_counter()
+            for p in packs:
+                torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "")
+            end = time.perf_counter()
+            if i >= 2:  # the first two build the kernels
+                plain.append(middle - start)
+                packed.append(end - middle)
+    choice = statistics.median(plain) < _ROW_MARGIN * statistics.median(packed)
+    logger.debug("single-row calls in %s: plain %.0f us, packed %.0f us -> %s", dtype,
+                 1e6 * statistics.median(plain), 1e6 * statistics.median(packed), "plain" if choice else "packed")
+    return choice
+
+
 def fast_applies(x: Tensor, weight: Tensor, exact: Optional[bool] = None) -> bool:
     """Whether a linear layer on `x` takes the packed path: not exact mode (`exact`, else the default EXACT),
     oneDNN present and enabled, CPU, float32/bfloat16 throughout, and autograd not recording."""
@@ -75,6 +125,8 @@ def fast_applies(x: Tensor, weight: Tensor, exact: Optional[bool] = None) -> boo
         return False
     if not x.is_cpu or x.dtype not in _FAST_DTYPES or weight.dtype != x.dtype:
         return False
+    if _ROW_PLAIN.get(x.dtype) and x.numel() == x.shape[-1] != 0:
+        return False  # one row (decoding at batch 1) on a CPU whose BLAS does it faster on the plain weight
     return not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
 
 

@@ -475,8 +475,10 @@ def prepare_for_inference(model: PreTrainedModel) -> None:
 def warm_up(model: PreTrainedModel, tokens: int = 4) -> None:
     """One forward on `tokens` dummy tokens, its output thrown away, so that what the first call of a process
     builds (oneDNN's and MKL's kernels for each layer shape, torch's first-call paths) is built at load and not in
-    the user's first forward (bench/RESULTS.md: first ÷ second forward). CPU models only; a model the dummy input
-    does not suit (a head that needs particular tokens) skips the warm-up: the user's own call reports its error."""
+    the user's first forward (bench/RESULTS.md: first ÷ second forward). A model that generates also gets a
+    one-token forward, the shape of a decoding step at batch 1 (see fastpath.single_row_plain). CPU models only;
+    a model the dummy input does not suit (a head that needs particular tokens) skips the warm-up: the user's own
+    call reports its error."""
     params = list(model.parameters())
     if not params or any(p.is_meta or p.device.type != "cpu" for p in params):
         return
@@ -493,9 +495,15 @@ def warm_up(model: PreTrainedModel, tokens: int = 4) -> None:
         inputs["decoder_input_ids"] = ids
     if "use_cache" in accepted:
         inputs["use_cache"] = False
+    calls = [inputs]
+    if callable(getattr(model, "generate", None)):  # decoding feeds one token per row and step: warm that too
+        if not model.exact:
+            fastpath.single_row_plain(params[0].dtype)  # which kernel one-row calls take on this CPU
+        calls.append({k: v[:, :1] if isinstance(v, torch.Tensor) else v for k, v in inputs.items()})
     try:
         with torch.inference_mode():
-            model(**inputs)
+            for call in calls:
+                model(**call)
     except Exception as err:  # noqa: BLE001 - a warm-up only; the user's own call raises what is wrong
         logger.debug("warm-up forward of %s skipped: %s", type(model).__name__, err)
 

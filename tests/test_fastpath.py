@@ -319,3 +319,41 @@ def test_to_keeps_packs_of_unchanged_weights_and_frees_the_others():
     assert head.__dict__["_pretrained_pack"].tensor is pack
     model.to(torch.bfloat16)
     assert not any(fastpath.has_pack(p) for p in model.parameters())
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_one_row_takes_the_kernel_this_machine_measured_faster(monkeypatch, plain):
+    """Decoding at batch 1 calls every linear layer on one row. Where the BLAS's matrix-vector kernel on the plain
+    weight measured faster, that row runs F.linear (exact mode's bits, no pack made); else the packed kernel.
+    More rows take the packed kernel either way, and generation gives exact mode's tokens."""
+    monkeypatch.setitem(fastpath._ROW_PLAIN, torch.float32, plain)
+    model = tiny_gpt2()
+    one_row = logits(model, IDS[:1, :1], exact=False)
+    weights = linear_weights(model)
+    assert all(fastpath.has_pack(w) != plain for w in weights)
+    exact_row = logits(model, IDS[:1, :1], exact=True)
+    assert torch.equal(one_row, exact_row) if plain else (one_row - exact_row).abs().max() <= 1e-4
+    logits(model, IDS, exact=False)
+    assert all(fastpath.has_pack(w) for w in weights)  # 2 x 9 rows: packed
+    settings = dict(max_new_tokens=6, do_sample=False, eos_token_id=96, pad_token_id=96, bos_token_id=96)
+    with torch.inference_mode():
+        fast = model.generate(IDS[:1], **settings)
+        model.exact = True
+        assert torch.equal(fast, model.generate(IDS[:1], **settings))
+
+
+def test_the_one_row_kernel_is_measured_once_per_dtype_at_load(monkeypatch, hf_checkpoint, tmp_path):
+    """from_pretrained of a model that generates measures the two kernels for its dtype (once per process) and
+    warms a one-token step; a model that does not generate, or exact mode, measures nothing."""
+    monkeypatch.setattr(fastpath, "_ROW_PLAIN", {})
+    BertModel.from_pretrained(hf_checkpoint("BertForMaskedLM"))
+    tiny_gpt2().save_pretrained(tmp_path)
+    GPT2LMHeadModel.from_pretrained(tmp_path, exact=True)
+    assert fastpath._ROW_PLAIN == {}
+    GPT2LMHeadModel.from_pretrained(tmp_path)
+    assert set(fastpath._ROW_PLAIN) == {torch.float32} and isinstance(fastpath._ROW_PLAIN[torch.float32], bool)
+    calls = []
+    monkeypatch.setattr(fastpath, "_measure_single_row", lambda dtype: calls.append(dtype) or True)
+    GPT2LMHeadModel.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    GPT2LMHeadModel.from_pretrained(tmp_path)
+    assert calls == [torch.bfloat16] and fastpath._ROW_PLAIN[torch.bfloat16] is True
