@@ -25,10 +25,13 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import statistics
 import sys
+import time
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.multiprocessing.reductions import StorageWeakRef
 
@@ -76,7 +79,7 @@ _expired = torch.UntypedStorage._expired
 # in that dtype go through F.linear on the plain weight (transformers' bits) where that was faster by the
 # margin below. Both answers are within the contract; only the speed differs. Until a measurement (a model
 # that does not generate, or one built from a config), one-row calls take the packed kernel.
-_ROW_PLAIN: dict = {}  # dtype -> whether one-row calls use the plain weight
+_ROW_PLAIN: dict[torch.dtype, bool] = {}  # whether one-row calls use the plain weight
 _ROW_MARGIN = 0.9  # plain must take at most this share of the packed kernel's time
 
 
@@ -93,9 +96,6 @@ def single_row_plain(dtype: torch.dtype) -> bool:
 def _measure_single_row(dtype: torch.dtype, repeats: int = 9) -> bool:
     """Time both kernels on one row and two weight shapes of a small decoder (1024x1024 and 4096x1024), the
     two alternating; True when the plain weight's median total is below _ROW_MARGIN of the packed one's."""
-    import statistics
-    import time
-    import torch.nn.functional as F
     with torch.inference_mode():
         weights = [torch.full((n, 1024), 0.01, dtype=dtype) for n in (1024, 4096)]
         packs = [torch.ops.mkldnn._reorder_linear_weight(w, PACK_ROWS) for w in weights]
@@ -120,7 +120,8 @@ def _measure_single_row(dtype: torch.dtype, repeats: int = 9) -> bool:
 
 def fast_applies(x: Tensor, weight: Tensor, exact: Optional[bool] = None) -> bool:
     """Whether a linear layer on `x` takes the packed path: not exact mode (`exact`, else the default EXACT),
-    oneDNN present and enabled, CPU, float32/bfloat16 throughout, and autograd not recording."""
+    oneDNN present and enabled, CPU, float32/bfloat16 throughout, not one row where this CPU measured the plain
+    weight faster (single_row_plain), and autograd not recording."""
     if (EXACT if exact is None else exact) or not ONEDNN_AVAILABLE or not _mkldnn_enabled():
         return False
     if not x.is_cpu or x.dtype not in _FAST_DTYPES or weight.dtype != x.dtype:
